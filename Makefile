@@ -1,0 +1,36 @@
+# imgfeat — every target does its own set-up from a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.imgfeat-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo bench lint clean
+
+# Creates .venv and installs imgfeat (editable) with its dev extra. Re-runs are
+# instant: the stamp is only rebuilt when pyproject.toml changes.
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# The whole suite, slow tests included (CPU only, no network).
+test: setup
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m imgfeat.demo
+
+bench: setup
+	$(BIN)/python -m imgfeat.cli bench
+
+lint: setup
+	duplicates imgfeat jobs tests bench || true
+
+clean:
+	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out

@@ -1,0 +1,167 @@
+"""Typed configuration: YAML files and `--set` overrides → frozen pydantic objects.
+
+Owns: the schema of every job's config, loading it safely (`yaml.safe_load`),
+and turning the first bad key or value into one readable `ConfigError` that
+names the key and the file. Must not: read environment variables for anything
+but defaults documented here, or be bypassed by code below the edge (library
+code takes these objects, never dicts).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imgfeat.errors import ConfigError
+
+#: Image file extensions the listing keeps (matched case-insensitively).
+DEFAULT_EXTENSIONS = (
+    "jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff",
+    "jfif", "ppm", "pgm", "pbm", "heic", "heif", "avif",
+)
+
+
+class Section(BaseModel):
+    """Base for every config object: unknown keys are errors, objects are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(Section):
+    master: str | None = Field(
+        None, description="Spark master; None keeps an existing session's or uses local[*]."
+    )
+    app_name: str = "imgfeat"
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class TrackingConfig(Section):
+    enabled: bool = True
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.",
+    )
+    experiment: str = "imgfeat"
+
+
+class FeaturizerConfig(Section):
+    name: str = "efficientnet_lite0"
+    weights: str = Field(
+        "default", description="default | hub | random | a checkpoint path or URI."
+    )
+    weights_sha256: str | None = Field(None, description="Pin: refuse weights with another hash.")
+    pooling: Literal["avg", "max", "avgmax", "gem"] = "avg"
+    gem_p: float = 3.0
+    layers: tuple[int, ...] = (-1,)
+    fold_bn: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+
+
+class ReadConfig(Section):
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    max_bytes_per_batch: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bound on encoded bytes held per worker batch."
+    )
+    max_pixels: int = Field(100_000_000, ge=1, description="Decompression-bomb guard.")
+    decode_threads: int = Field(0, ge=0, description="0 = one per task core.")
+    files_per_partition: int = Field(
+        256, ge=1, description="Listing rows per Spark task (more tasks = better balance)."
+    )
+
+
+class FeaturizeConfig(Section):
+    """`imgfeat featurize`: images under `input` → rows in the Delta table at `table`."""
+
+    input: str | None = Field(None, description="Directory, glob or URI (required).")
+    table: str = "warehouse/embeddings"
+    featurizer: FeaturizerConfig = FeaturizerConfig()
+    read: ReadConfig = ReadConfig()
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+C = TypeVar("C", bound=Section)
+
+
+def load_config(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    **fields: Any,
+) -> C:
+    """Build a `cls` from an optional YAML file, then `--set key=value` overrides,
+    then explicit non-None `fields` (CLI flags win over the file)."""
+    source = str(path) if path else "<defaults>"
+    data: dict[str, Any] = {}
+    if path:
+        data = _read_yaml(Path(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. featurizer.batch_size=64")
+        _assign(data, key.strip(), yaml.safe_load(raw) if raw else None)
+        source = f"{source} + --set"
+    for key, value in fields.items():
+        if value is not None:
+            _assign(data, key, value)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, cls, source)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return loaded
+
+
+def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def _describe(exc: ValidationError, cls: type[BaseModel], source: str) -> str:
+    """The first error, as `file: key: what is wrong (did you mean ...)`."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(cls, err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else f" (valid: {', '.join(valid)})"
+        return f"{source}: unknown key {key!r}{hint}"
+    return f"{source}: {key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _fields_at(cls: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    model: Any = cls
+    for part in loc:
+        field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def dump_config(cfg: BaseModel) -> dict[str, Any]:
+    """Plain JSON-able dict of a config (for tracking and run metadata)."""
+    return cfg.model_dump(mode="json")
+

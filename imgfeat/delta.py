@@ -1,0 +1,273 @@
+"""The embeddings table: reading its keys, and committing one run atomically.
+
+Owns: the Delta table contract on disk (schema from `imgfeat.schema`,
+partitioned by `featurizer`, one row per (path, featurizer)), staging a run's
+rows, and the single commit that publishes them. Must not: featurize, track,
+or decide which files are new (that is `sources.only_new`).
+
+How a run lands — the same for both writers:
+
+1. workers' rows are staged as Parquet under `<table>/_imgfeat_staging/<run_id>`
+   (Delta ignores `_`-prefixed folders; a crash here leaves no table version);
+2. one MERGE on (path, featurizer) publishes them as ONE new version: new
+   files are inserted, files whose bytes changed replace their row, so a rerun
+   can never duplicate a row; run metadata rides in the commit;
+3. the staging folder is removed.
+
+Writers: Spark's own Delta source when the session has it (Databricks, or a
+cluster with delta-spark jars), else delta-rs (`deltalake`). Both write the
+same schema, partitioning and merge key, so the table is the same either way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from pyspark.sql import DataFrame, SparkSession
+
+from imgfeat.errors import ConflictError, InputError
+from imgfeat.schema import KEY, PARTITION_BY, TABLE_ARROW_SCHEMA, TABLE_SPARK_SCHEMA
+from imgfeat.session import has_spark_delta
+
+STAGING_DIR = "_imgfeat_staging"
+#: Prefix of the keys imgfeat puts in a commit's metadata.
+META_PREFIX = "imgfeat."
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a run's commit did."""
+
+    version: int | None  # table version after the run; None if the table does not exist
+    committed: bool  # False when there was nothing to write
+    writer: str  # "delta-rs" or "spark-delta"
+
+
+def table_version(spark: SparkSession, table: str) -> int | None:
+    """Latest version of the table, or None if there is no table yet."""
+    if has_spark_delta(spark):
+        if not _spark_table_exists(spark, table):
+            return None
+        row = spark.sql(f"DESCRIBE HISTORY delta.`{table}` LIMIT 1").first()
+        return int(row["version"]) if row else None
+    dt = _deltars_table(table)
+    return None if dt is None else dt.version()
+
+
+def read_table(spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
+    """The embeddings table (optionally at a version) as a Spark DataFrame."""
+    if has_spark_delta(spark):
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(table)
+    from deltalake import DeltaTable
+
+    if _deltars_table(table) is None:
+        raise InputError(f"no Delta table at {table}")
+    arrow = DeltaTable(table, version=version).to_pyarrow_table()
+    return spark.createDataFrame(arrow.cast(TABLE_ARROW_SCHEMA), schema=TABLE_SPARK_SCHEMA)
+
+
+def existing_keys(spark: SparkSession, table: str, fingerprint: str) -> DataFrame | None:
+    """(path, length, modification_time, status) of rows made with `fingerprint`."""
+    cols = ["path", "length", "modification_time", "status"]
+    if has_spark_delta(spark):
+        if not _spark_table_exists(spark, table):
+            return None
+        from pyspark.sql import functions as F
+
+        frame = spark.read.format("delta").load(table)
+        return frame.where(F.col("featurizer_fingerprint") == fingerprint).select(*cols)
+    dt = _deltars_table(table)
+    if dt is None:
+        return None
+    keys = dt.to_pyarrow_dataset().to_table(
+        columns=cols, filter=ds.field("featurizer_fingerprint") == fingerprint
+    )
+    schema = TABLE_SPARK_SCHEMA
+    sub = type(schema)([schema[c] for c in cols])
+    return spark.createDataFrame(keys.cast(pa.schema([TABLE_ARROW_SCHEMA.field(c) for c in cols])), schema=sub)
+
+
+def staging_path(table: str, run_id: str) -> str:
+    return f"{table.rstrip('/')}/{STAGING_DIR}/{run_id}"
+
+
+def stage(rows: DataFrame, table: str, run_id: str) -> str:
+    """Materialize a run's rows once, as Parquet next to the table; returns the path."""
+    spark = rows.sparkSession
+    # Micros with UTC adjustment: what Delta and Arrow expect for `timestamp`.
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    path = staging_path(table, run_id)
+    rows.select(*TABLE_SPARK_SCHEMA.fieldNames()).write.mode("overwrite").parquet(path)
+    return path
+
+
+def staged_counts(staged: str) -> dict[str, int]:
+    """Rows by status in a staged run (read from Parquet, cheap: one column)."""
+    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=["status"])
+    if table.num_rows == 0:
+        return {}
+    counts = pc.value_counts(table["status"]).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in counts}
+
+
+def commit(
+    spark: SparkSession,
+    staged: str,
+    table: str,
+    featurizer: str,
+    run_id: str,
+    metadata: Mapping[str, object],
+) -> Commit:
+    """Publish the staged rows of one run as exactly one table version (or none).
+
+    `metadata` is stored in the commit under `imgfeat.*` keys (JSON values).
+    Raises `ConflictError` if a concurrent run committed overlapping rows first:
+    nothing of this run is then in the table, and a rerun completes the work.
+    """
+    meta = {f"{META_PREFIX}{k}": v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    meta[f"{META_PREFIX}run_id"] = run_id
+    try:
+        if has_spark_delta(spark):
+            return _commit_spark(spark, staged, table, featurizer, meta)
+        return _commit_deltars(staged, table, featurizer, run_id, meta)
+    finally:
+        remove_staging(staged)
+
+
+def remove_staging(staged: str) -> None:
+    parsed = urlparse(staged)
+    if parsed.scheme in ("", "file"):
+        shutil.rmtree(parsed.path if parsed.scheme else staged, ignore_errors=True)
+    else:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(staged)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
+def run_metadata(spark: SparkSession, table: str, version: int) -> dict[str, str]:
+    """The `imgfeat.*` metadata recorded in the commit of `version`."""
+    if has_spark_delta(spark):
+        row = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").where(f"version = {version}").first()
+        return json.loads(row["userMetadata"]) if row and row["userMetadata"] else {}
+    from deltalake import DeltaTable
+
+    for entry in DeltaTable(table).history():
+        if entry.get("version") == version:
+            return {k: v for k, v in entry.items() if k.startswith(META_PREFIX)}
+    return {}
+
+
+# ----------------------------------------------------------------- delta-rs
+def _deltars_table(table: str):  # -> DeltaTable | None
+    from deltalake import DeltaTable
+
+    return DeltaTable(table) if DeltaTable.is_deltatable(table) else None
+
+
+def _staged_reader(staged: str) -> tuple[pa.RecordBatchReader, int]:
+    dataset = ds.dataset(_local_or_uri(staged), format="parquet")
+    rows = dataset.count_rows()
+    batches = (b.cast(TABLE_ARROW_SCHEMA) for b in dataset.to_batches(columns=TABLE_ARROW_SCHEMA.names))
+    return pa.RecordBatchReader.from_batches(TABLE_ARROW_SCHEMA, batches), rows
+
+
+def _commit_deltars(
+    staged: str, table: str, featurizer: str, run_id: str, meta: dict[str, str]
+) -> Commit:
+    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake.exceptions import CommitFailedError, DeltaError
+
+    app_id = f"imgfeat-run-{run_id}"
+    props = CommitProperties(custom_metadata=meta, app_transactions=[Transaction(app_id, 1)])
+    dt = _deltars_table(table)
+    reader, rows = _staged_reader(staged)
+    if rows == 0:
+        return Commit(None if dt is None else dt.version(), False, "delta-rs")
+    if dt is None:
+        try:
+            write_deltalake(
+                table, reader, mode="error", partition_by=list(PARTITION_BY), commit_properties=props
+            )
+            return Commit(_deltars_table(table).version(), True, "delta-rs")
+        except (DeltaError, OSError):
+            dt = _deltars_table(table)  # another run created it first: merge into it
+            if dt is None:
+                raise
+            reader, _ = _staged_reader(staged)
+    if dt.transaction_version(app_id) is not None:  # this run already landed (retried call)
+        return Commit(dt.version(), False, "delta-rs")
+    key = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
+    try:
+        (
+            dt.merge(
+                reader,
+                predicate=f"{key} AND t.featurizer = '{_sql_str(featurizer)}'",
+                source_alias="s",
+                target_alias="t",
+                commit_properties=props,
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+    except CommitFailedError as exc:
+        raise ConflictError(
+            f"another run committed to {table} at the same time; this run wrote nothing "
+            f"(re-run to add its images): {exc}"
+        ) from None
+    return Commit(dt.version(), True, "delta-rs")
+
+
+# -------------------------------------------------------------- Spark Delta
+def _spark_table_exists(spark: SparkSession, table: str) -> bool:
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    return bool(jvm.io.delta.tables.DeltaTable.isDeltaTable(spark._jsparkSession, table))
+
+
+def _commit_spark(
+    spark: SparkSession, staged: str, table: str, featurizer: str, meta: dict[str, str]
+) -> Commit:
+    source = spark.read.parquet(staged)
+    if source.isEmpty():
+        return Commit(table_version(spark, table), False, "spark-delta")
+    conf_key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(conf_key, json.dumps(meta))
+    try:
+        if not _spark_table_exists(spark, table):
+            source.write.format("delta").partitionBy(*PARTITION_BY).mode("errorifexists").save(table)
+        else:
+            source.createOrReplaceTempView("imgfeat_staged")
+            key = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
+            spark.sql(
+                f"MERGE INTO delta.`{table}` t USING imgfeat_staged s "
+                f"ON {key} AND t.featurizer = '{_sql_str(featurizer)}' "
+                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            )
+    except Exception as exc:
+        if "Concurrent" in type(exc).__name__ or "Concurrent" in str(exc)[:200]:
+            raise ConflictError(f"another run committed to {table} at the same time: {exc}") from None
+        raise
+    finally:
+        spark.conf.unset(conf_key)
+    return Commit(table_version(spark, table), True, "spark-delta")
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _local_or_uri(path: str) -> str:
+    parsed = urlparse(path)
+    return parsed.path if parsed.scheme == "file" else path

@@ -1,0 +1,273 @@
+"""Batch featurization inside Spark workers.
+
+Owns: the per-worker model cache, the pipeline that turns a stream of files
+(or of image bytes) into embedding rows — read, hash, decode and prepare in a
+thread pool while the model runs on the previous batch — and the Spark plan
+(`mapInPandas`, iterator form) that runs it. Must not: list files, write
+tables or know about tracking.
+
+Every input row yields exactly one output row: failures are rows with a
+`status` and an `error`, never exceptions and never gaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark import Accumulator
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from imgfeat.decode import decode_image
+from imgfeat.errors import Status
+from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
+from imgfeat.schema import WORKER_SPARK_SCHEMA
+from imgfeat.sources import read_bytes
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker needs besides the featurizer spec; small and picklable."""
+
+    batch_size: int = 32
+    max_bytes_in_flight: int = 64 * 1024 * 1024
+    max_pixels: int = 100_000_000
+    decode_threads: int = 0  # 0 = the task's cores
+    device: str = "auto"
+
+
+@dataclass
+class Prepared:
+    """One image after read + hash + decode + prepare (the thread-pool half)."""
+
+    content_sha256: str | None
+    status: Status
+    error: str | None
+    width: int | None
+    height: int | None
+    pixels: np.ndarray | None  # uint8 (input_size, input_size, 3) when ok
+
+
+# --------------------------------------------------------------------------
+# Per-worker model cache.
+#
+# Spark reuses Python workers across tasks (spark.python.worker.reuse, on by
+# default), so a module-level cache keeps one model per process for the
+# worker's life instead of one per batch or per task — the same reasoning as
+# pyspark.ml's model_cache. The key is the featurizer fingerprint plus the
+# device, so two featurizers in one job each load once. A lock makes
+# concurrent first calls from threads of one worker load only once.
+# --------------------------------------------------------------------------
+_MODELS: dict[tuple[str, str], Featurizer] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_featurizer(
+    spec: FeaturizerSpec, device: str, on_load: Callable[[], None] | None = None
+) -> Featurizer:
+    """The worker's model for `spec` on `device`, built on first use only."""
+    key = (spec.fingerprint, device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = load_featurizer(spec, device=device)
+            _MODELS[key] = model
+            if on_load is not None:
+                on_load()
+        return model
+
+
+def pick_device(requested: str) -> str:
+    """`auto` → this task's GPU when Spark assigned one (or CUDA is visible), else CPU."""
+    if requested == "cpu":
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        if requested == "cuda":
+            raise RuntimeError("device: cuda requested but CUDA is not available on this worker")
+        return "cpu"
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpus = ctx.resources().get("gpu") if ctx is not None else None
+    if gpus is not None and gpus.addresses:
+        return f"cuda:{gpus.addresses[0]}"
+    return "cuda:0"
+
+
+def task_cores() -> int:
+    """Cores Spark gave this task (spark.task.cpus), 1 outside a task."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    try:
+        return max(1, int(ctx.cpus())) if ctx is not None else max(1, (os.cpu_count() or 1))
+    except Exception:
+        return 1
+
+
+# --------------------------------------------------------------------------
+# The pure per-image and per-batch work.
+# --------------------------------------------------------------------------
+def prepare_bytes(data: bytes, model: Featurizer, max_pixels: int) -> Prepared:
+    """Hash, decode (draft-downscaled) and prepare one image; never raises."""
+    sha = hashlib.sha256(data).hexdigest()
+    decoded = decode_image(data, draft_size=model.spec.resize_size, max_pixels=max_pixels)
+    if decoded.status is not Status.OK or decoded.image is None:
+        return Prepared(sha, decoded.status, decoded.error, decoded.width, decoded.height, None)
+    try:
+        pixels = model.prepare(decoded.image)
+    except Exception as exc:  # a resize of a pathological image must not kill the task
+        return Prepared(sha, Status.DECODE_ERROR, f"resize failed: {exc}", decoded.width, decoded.height, None)
+    return Prepared(sha, Status.OK, None, decoded.width, decoded.height, pixels)
+
+
+def prepare_path(path: str, model: Featurizer, max_pixels: int) -> Prepared:
+    """Read a file then `prepare_bytes`; an unreadable file is a `read_error` row."""
+    try:
+        data = read_bytes(path)
+    except Exception as exc:
+        return Prepared(None, Status.READ_ERROR, f"{type(exc).__name__}: {exc}", None, None, None)
+    return prepare_bytes(data, model, max_pixels)
+
+
+def embed_prepared(items: list[Prepared], model: Featurizer) -> list[np.ndarray | None]:
+    """Run the model on the ok items of a batch; others get None."""
+    ok = [i for i, item in enumerate(items) if item.pixels is not None]
+    out: list[np.ndarray | None] = [None] * len(items)
+    if ok:
+        vectors = model.embed(np.stack([items[i].pixels for i in ok]))
+        for row, i in enumerate(ok):
+            out[i] = vectors[row]
+    return out
+
+
+def pipelined(
+    jobs: Iterable[tuple[int, Callable[[], Prepared]]],
+    model: Featurizer,
+    opts: WorkerOptions,
+) -> Iterator[tuple[list[Prepared], list[np.ndarray | None]]]:
+    """Run `jobs` (cost in bytes, work) in a thread pool, in order, and embed
+    them `batch_size` at a time while the pool prepares the next batch.
+
+    At most two batches are in flight, and at most `max_bytes_in_flight`
+    encoded bytes (a single file bigger than that still goes through, alone).
+    """
+    threads = opts.decode_threads or task_cores()
+    inflight: deque[tuple[int, Future[Prepared]]] = deque()
+    bytes_in_flight = 0
+    pending = iter(jobs)
+    exhausted = False
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imgfeat-decode") as pool:
+        while True:
+            while not exhausted and len(inflight) < 2 * opts.batch_size and (
+                not inflight or bytes_in_flight < opts.max_bytes_in_flight
+            ):
+                nxt = next(pending, None)
+                if nxt is None:
+                    exhausted = True
+                    break
+                cost, work = nxt
+                inflight.append((cost, pool.submit(work)))
+                bytes_in_flight += cost
+            if not inflight:
+                return
+            batch: list[Prepared] = []
+            while inflight and len(batch) < opts.batch_size:
+                cost, future = inflight.popleft()
+                bytes_in_flight -= cost
+                batch.append(future.result())
+            yield batch, embed_prepared(batch, model)
+
+
+def featurize_listing_batches(
+    batches: Iterator[pd.DataFrame],
+    spec: FeaturizerSpec,
+    opts: WorkerOptions,
+    loads: Accumulator | None = None,
+) -> Iterator[pd.DataFrame]:
+    """mapInPandas body: listing rows (path, modification_time, length) → worker rows."""
+    import torch
+
+    torch.set_num_threads(task_cores())
+    model = cached_featurizer(spec, pick_device(opts.device), _counter(loads))
+    for listing in batches:
+        if listing.empty:
+            continue
+        rows = listing.to_dict("records")
+        jobs = (
+            (int(r["length"] or 0), _bind(prepare_path, r["path"], model, opts.max_pixels))
+            for r in rows
+        )
+        start = 0
+        for items, vectors in pipelined(jobs, model, opts):
+            chunk = listing.iloc[start : start + len(items)]
+            start += len(items)
+            yield _rows(chunk, items, vectors, spec)
+
+
+def _rows(
+    listing: pd.DataFrame,
+    items: list[Prepared],
+    vectors: list[np.ndarray | None],
+    spec: FeaturizerSpec,
+) -> pd.DataFrame:
+    ok = [v is not None for v in vectors]
+    return pd.DataFrame(
+        {
+            "path": listing["path"].to_numpy(),
+            "content_sha256": [i.content_sha256 for i in items],
+            "length": listing["length"].to_numpy(),
+            "modification_time": listing["modification_time"].to_numpy(),
+            "featurizer": spec.name,
+            "featurizer_fingerprint": spec.fingerprint,
+            "embedding": vectors,
+            "dim": pd.array([spec.dim if k else None for k in ok], dtype="Int32"),
+            "status": [i.status.value for i in items],
+            "error": [i.error for i in items],
+            "width": pd.array([i.width for i in items], dtype="Int32"),
+            "height": pd.array([i.height for i in items], dtype="Int32"),
+        }
+    )
+
+
+def featurize_listing(
+    listing: DataFrame,
+    spec: FeaturizerSpec,
+    opts: WorkerOptions,
+    *,
+    files_per_partition: int = 256,
+    loads: Accumulator | None = None,
+) -> DataFrame:
+    """Plan (lazily) the featurization of a listing frame; one row out per row in.
+
+    The listing is repartitioned so every core gets work and no task holds
+    more than `files_per_partition` files (balance, and bounded retry cost).
+    """
+    spark = listing.sparkSession
+    n = listing.count()
+    cores = spark.sparkContext.defaultParallelism
+    parts = max(1, min(max(cores, -(-n // files_per_partition)), n or 1))
+    spec_, opts_, loads_ = spec, opts, loads  # only small objects enter the closure
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return featurize_listing_batches(batches, spec_, opts_, loads_)
+
+    return listing.repartition(parts, F.col("path")).mapInPandas(run, WORKER_SPARK_SCHEMA)
+
+
+def _bind(fn: Callable[..., Prepared], *args: Any) -> Callable[[], Prepared]:
+    return lambda: fn(*args)
+
+
+def _counter(acc: Accumulator | None) -> Callable[[], None] | None:
+    return None if acc is None else (lambda: acc.add(1))

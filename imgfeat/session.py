@@ -1,0 +1,57 @@
+"""SparkSession builder: one place that decides how imgfeat talks to Spark.
+
+Owns: reusing the active session (spark-submit, Databricks, notebooks) or
+building a local one with the settings the featurizer relies on, and telling
+whether the session can write Delta through Spark. Must not: run any job.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+from imgfeat.config import SparkConfig
+
+#: Settings imgfeat wants unless the user overrides them in `spark.conf`.
+DEFAULT_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Workers are reused, so the per-worker model cache survives across tasks.
+    "spark.python.worker.reuse": "true",
+    "spark.ui.showConsoleProgress": "true",
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "8",
+}
+
+
+def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
+    """Return the active session, or build one (default master `local[*]`).
+
+    An active session (spark-submit, Databricks, a test fixture) is reused as
+    is: the cluster's own settings win over ours, except `spark.conf` keys the
+    user set explicitly, which are applied where Spark allows it at runtime.
+    """
+    cfg = cfg or SparkConfig()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in cfg.conf.items():
+            try:
+                active.conf.set(key, value)
+            except Exception:  # static conf of a running session: keep the cluster's
+                pass
+        return active
+    builder = SparkSession.builder.appName(cfg.app_name)
+    builder = builder.master(cfg.master or "local[*]")
+    for key, value in {**DEFAULT_CONF, **cfg.conf}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def has_spark_delta(spark: SparkSession) -> bool:
+    """True when the JVM has Delta Lake (Databricks, or delta-spark jars on the classpath)."""
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+        return True
+    except Exception:
+        return False

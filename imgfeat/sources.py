@@ -1,0 +1,96 @@
+"""Sources: which images exist, which of them are new, and how a worker reads one.
+
+Owns: listing image files under a URI with Spark's `binaryFile` source
+(metadata only: path, size, modification time; no bytes), the incremental
+filter against what the table already holds, and reading one file's bytes
+inside a worker. Must not: decode or featurize.
+
+Why workers read the bytes themselves instead of taking binaryFile's
+`content` column: a file deleted or unreadable between listing and reading
+must become a `read_error` row, not a failed Spark task; unchanged files are
+skipped before any byte is read; and memory is bounded by what a worker holds
+in flight, not by an Arrow batch of whole files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import unquote, urlparse
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from imgfeat.errors import InputError, Status
+
+#: Columns of a listing frame (named as in the embeddings table).
+LISTING_COLUMNS = ("path", "modification_time", "length")
+
+
+def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> DataFrame:
+    """All image files under `uri` (directory, glob or URI), recursively.
+
+    Extensions match case-insensitively. Spark skips hidden files (`.x`, `_x`).
+    Raises `InputError` if the location does not exist.
+    """
+    _check_local_exists(uri)
+    exts = sorted({e.lower().lstrip(".") for e in extensions})
+    pattern = r"\.(" + "|".join(exts) + r")$"
+    reader = spark.read.format("binaryFile")
+    if not any(ch in uri for ch in "*?["):
+        reader = reader.option("recursiveFileLookup", "true")
+    try:
+        frame = reader.load(uri)
+    except AnalysisException as exc:
+        raise InputError(f"input not found or unreadable: {uri} ({_first_line(exc)})") from None
+    return frame.select(
+        F.col("path"),
+        F.col("modificationTime").alias("modification_time"),
+        F.col("length"),
+    ).where(F.lower(F.col("path")).rlike(pattern))
+
+
+def only_new(listing: DataFrame, existing: DataFrame | None) -> DataFrame:
+    """Drop files the table already holds unchanged for this featurizer.
+
+    `existing` has path, length, modification_time, status of the table rows
+    with the current featurizer fingerprint. A file counts as unchanged when
+    path, size and modification time all match; rows that failed to *read*
+    last time are retried (that failure is usually transient). A file whose
+    bytes changed shows a new size or time, is featurized again and its row
+    replaced by the merge.
+    """
+    if existing is None:
+        return listing
+    keep = existing.where(F.col("status") != Status.READ_ERROR.value).select(*LISTING_COLUMNS)
+    return listing.join(F.broadcast(keep), on=list(LISTING_COLUMNS), how="left_anti")
+
+
+def read_bytes(path: str) -> bytes:
+    """Read one listed file (a Spark path string) in a worker; raises OSError."""
+    parsed = urlparse(path)
+    scheme = parsed.scheme.lower()
+    if scheme in ("", "file"):
+        return Path(unquote(parsed.path) if scheme else path).read_bytes()
+    if scheme == "dbfs":  # Databricks mounts DBFS on every node
+        return Path("/dbfs" + unquote(parsed.path)).read_bytes()
+    import fsspec  # remote stores: s3/gs/abfs/hdfs… through their fsspec driver
+
+    url = path.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1)
+    with fsspec.open(url, "rb") as handle:
+        return handle.read()
+
+
+def _check_local_exists(uri: str) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file") or any(ch in uri for ch in "*?["):
+        return
+    local = unquote(parsed.path) if parsed.scheme else uri
+    if not os.path.exists(local):
+        raise InputError(f"input path does not exist: {uri}")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

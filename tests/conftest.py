@@ -1,0 +1,44 @@
+"""One local SparkSession for the whole test session (Spark start-up is slow)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Workers must run the venv's Python, whatever `python` is on PATH.
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Tests never touch a tracking server of the user's.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from imgfeat.config import SparkConfig
+    from imgfeat.session import get_spark
+
+    session = get_spark(
+        SparkConfig(
+            master="local[2]",
+            app_name="imgfeat-tests",
+            conf={
+                "spark.sql.shuffle.partitions": "2",
+                "spark.default.parallelism": "2",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.driver.memory": "2g",
+            },
+        )
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """A few real photos (scikit-image's), small, as JPEG and PNG files."""
+    from tests.photos import write_photos
+
+    return write_photos(tmp_path_factory.mktemp("photos"))
