@@ -16,7 +16,7 @@ Policy choices, so that numbers do not change silently:
   scaled by 1/257 (65535 → 255), not clipped; other integer ranges are
   min-max stretched to 0..255.
 - Float gray ("F"): values within 0..1 are multiplied by 255; values within
-  0..255 are kept; anything else is min-max stretched. NaN/inf become 0.
+  0..255 are kept; anything else is min-max stretched. NaN/inf count as 0.
 - Transparency of any kind is composited on white.
 - ICC profiles are not applied (pixels are taken as sRGB).
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, features
@@ -62,6 +63,8 @@ _HAVE_AVIF = bool(features.check_module("avif"))
 
 # Register every PIL plugin once, at import, so that calls from worker threads
 # only read the registry (PIL otherwise fills it lazily on first open).
+# preinit first puts the common formats (BMP, GIF, JPEG, PPM, PNG) early.
+Image.preinit()
 Image.init()
 
 
@@ -91,7 +94,7 @@ def decode_image(
     if not data:
         return _fail(Status.DECODE_ERROR, "empty file (0 bytes)")
     try:
-        opened = _open(io.BytesIO(data), data)
+        opened = _open(io.BytesIO(data), data, max_pixels)
         if isinstance(opened, Decoded):
             return opened
         return _decode_opened(opened, draft_size, max_pixels)
@@ -103,15 +106,8 @@ def _decode_opened(im: Image.Image, draft_size: int | None, max_pixels: int) -> 
     """Guard, draft, load, convert and orient an image whose header was read."""
     fmt = im.format or "image"
     width, height = im.size  # header size, before any draft
-    pixels = width * height
-    if pixels > max_pixels:
-        return Decoded(
-            Status.TOO_LARGE,
-            f"{fmt} is {width}x{height} = {pixels:,} pixels, over the limit of "
-            f"{max_pixels:,} (max_pixels)",
-            None,
-            *_oriented_size(im, width, height),
-        )
+    if width * height > max_pixels:
+        return _too_large(fmt, *_oriented_size(im, width, height), max_pixels)
     try:
         if draft_size and fmt in _DRAFT_FORMATS:
             im.draft("RGB", (draft_size, draft_size))
@@ -128,7 +124,7 @@ def _decode_opened(im: Image.Image, draft_size: int | None, max_pixels: int) -> 
     return Decoded(Status.OK, None, rgb, width, height)
 
 
-def _open(fp: io.BytesIO, data: bytes) -> Image.Image | Decoded:
+def _open(fp: io.BytesIO, data: bytes, max_pixels: int) -> Image.Image | Decoded:
     """Identify the format and read the header, like `Image.open` minus its bomb check.
 
     `Image.open` applies PIL's process-wide MAX_IMAGE_PIXELS: it warns above
@@ -136,59 +132,114 @@ def _open(fp: io.BytesIO, data: bytes) -> Image.Image | Decoded:
     registered plugin factories ourselves keeps our own per-call `max_pixels`
     the only guard (larger or smaller than PIL's), reports the real
     dimensions, and leaves PIL's global limit untouched for other code.
+    WebP is measured before opening: PIL's WebP opener allocates the whole
+    canvas, so its header is the last moment to refuse a bomb.
     """
-    prefix = data[:16]
+    prefix = bytes(data[:16])
+    webp = _webp_size(data)
+    if webp and webp[0] * webp[1] > max_pixels:
+        return _too_large("WEBP", *webp, max_pixels)
     failures: list[tuple[str, BaseException | str]] = []
-    for fmt in list(Image.ID):
-        factory, accept = Image.OPEN[fmt]
-        try:
-            verdict = accept(prefix) if accept else True
+    for fmt, factory, accept in _plugins():
+        if accept is not None:
+            try:
+                verdict = accept(prefix)
+            except Exception:  # noqa: BLE001 - e.g. a prefix too short to test
+                continue
             if isinstance(verdict, str):  # e.g. "... because AVIF support not installed"
                 failures.append((fmt, verdict))
                 continue
             if not verdict:
                 continue
+        try:
             fp.seek(0)
             return factory(fp, "")
         except Exception as exc:  # noqa: BLE001 - this plugin refused; try the next
-            failures.append((fmt, exc))
+            if accept is not None:  # catch-all plugins (no magic test) explain nothing
+                failures.append((fmt, exc))
     return _unidentified(data, failures)
+
+
+def _plugins() -> list[tuple[str, Any, Any]]:
+    """Registered openers, those that test magic bytes first.
+
+    Plugins without an `accept` test (IM, IMT, IPTC, PCD, SPIDER, TGA) would
+    otherwise be tried, and fail, before JPEG on every file once all plugins
+    are registered; trying them last is faster and lets magic bytes win.
+    Rebuilt only when the registry grows (e.g. pillow-heif registering late);
+    two threads rebuilding at once compute the same list, so no lock.
+    """
+    global _plugin_cache
+    count, ordered = _plugin_cache
+    if count != len(Image.ID):
+        openers = [(fmt, *Image.OPEN[fmt]) for fmt in list(Image.ID)]
+        ordered = [o for o in openers if o[2] is not None] + [o for o in openers if o[2] is None]
+        _plugin_cache = (len(openers), ordered)
+    return ordered
+
+
+_plugin_cache: tuple[int, list[tuple[str, Any, Any]]] = (-1, [])
+
+
+def _too_large(fmt: str, width: int, height: int, max_pixels: int) -> Decoded:
+    """Refusal of a decompression bomb (or just a huge image), with its size."""
+    reason = (
+        f"{fmt} is {width}x{height} = {width * height:,} pixels, "
+        f"over the limit of {max_pixels:,} (max_pixels)"
+    )
+    return Decoded(Status.TOO_LARGE, reason, None, width, height)
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """Canvas size from a WebP header (VP8X, VP8L or VP8 chunk); None if not WebP."""
+    head = bytes(data[:30])
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    return None
 
 
 def _unidentified(data: bytes, failures: list[tuple[str, BaseException | str]]) -> Decoded:
     """Explain why no plugin could open the file, as decode_error or unsupported."""
     for fmt, err in failures:
         if isinstance(err, Image.DecompressionBombError):
-            return _fail(Status.TOO_LARGE, f"{fmt}: {err}")
+            return _fail(Status.TOO_LARGE, f"{fmt} too large: {err}")
     container = _sniff_container(data)
     if container:
         return _fail(Status.UNSUPPORTED, container)
     for fmt, err in failures:
-        text = err if isinstance(err, str) else str(err)
+        text = _first_line(str(err))
         if _UNSUPPORTED_RE.search(text):
             return _fail(Status.UNSUPPORTED, f"unsupported {fmt}: {text}")
     if failures:
         fmt, err = failures[0]
         return _fail(Status.DECODE_ERROR, f"corrupt {fmt} header: {_describe(err)}")
-    return _fail(Status.DECODE_ERROR, f"not an image (starts with {data[:16]!r})")
+    return _fail(Status.DECODE_ERROR, f"not an image (starts with {bytes(data[:16])!r})")
 
 
 def _sniff_container(data: bytes) -> str | None:
     """Name image formats that PIL (as installed) cannot open, from their magic bytes."""
-    head = data[:64]
+    head = bytes(data[:1024])
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _HEIF_BRANDS:
-            return f"HEIF/HEIC image (brand {brand.decode('latin-1')!r}): no HEIF decoder installed (pillow-heif)"
-        if brand in _AVIF_BRANDS and not _HAVE_AVIF:
-            return f"AVIF image (brand {brand.decode('latin-1')!r}): no AVIF decoder in this Pillow build"
+        brand = head[8:12].decode("latin-1")
+        if head[8:12] in _HEIF_BRANDS:
+            return f"HEIF/HEIC image (brand {brand!r}): no HEIF decoder installed (pillow-heif)"
+        if head[8:12] in _AVIF_BRANDS and not _HAVE_AVIF:
+            return f"AVIF image (brand {brand!r}): no AVIF decoder in this Pillow build"
     if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
         return "JPEG XL image: no JPEG XL decoder installed"
     if head.startswith(b"\x76\x2f\x31\x01"):
         return "OpenEXR image: not supported"
     if head.startswith((b"#?RADIANCE", b"#?RGBE")):
         return "Radiance HDR image: not supported"
-    text = data[:1024].lstrip().lower()
+    text = head.lstrip().lower()
     if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
         return "SVG vector image: not supported"
     return None
@@ -196,11 +247,11 @@ def _sniff_container(data: bytes) -> str | None:
 
 def _classify_load_error(exc: BaseException, fmt: str) -> tuple[Status, str]:
     """Map an exception raised while decoding pixels to a status and reason."""
-    if isinstance(exc, Image.DecompressionBombError):
-        return Status.TOO_LARGE, f"{fmt}: {exc}"
+    if isinstance(exc, Image.DecompressionBombError):  # e.g. a GIF frame bigger than its header
+        return Status.TOO_LARGE, f"{fmt} too large: {exc}"
     if isinstance(exc, MemoryError):
         return Status.TOO_LARGE, f"out of memory decoding {fmt}"
-    text = str(exc)
+    text = _first_line(str(exc))
     if _UNSUPPORTED_RE.search(text):
         return Status.UNSUPPORTED, f"unsupported {fmt}: {text}"
     if "truncated" in text.lower() or isinstance(exc, EOFError):
@@ -234,7 +285,7 @@ def _gray_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
         if lo >= 0.0 and hi <= 1.0:
             a = a * 255.0
         elif not (lo >= 0.0 and hi <= 255.0):
-            a = _stretch(a, lo, hi)
+            a = _stretch(a.astype(np.float64), lo, hi)  # float64: hi - lo may overflow float32
         return np.rint(a).astype(np.uint8)
     lo, hi = int(a.min()), int(a.max())
     if lo >= 0 and hi <= 0xFFFF:
@@ -273,12 +324,19 @@ def _oriented_size(im: Image.Image, width: int, height: int) -> tuple[int, int]:
 
 
 def _describe(exc: BaseException | str) -> str:
-    """One line: the exception's message, or its type when it has none."""
+    """One line: the exception's type and message (a plain string as is)."""
     if isinstance(exc, str):
-        return exc
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return _first_line(exc)
+    text = _first_line(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _first_line(text: str) -> str:
+    """Table cells hold one line; PIL messages occasionally carry several."""
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def _fail(status: Status, reason: str) -> Decoded:
+    """A result with no image and no size (the header was never read)."""
     return Decoded(status, reason, None, None, None)

@@ -25,7 +25,6 @@ import json
 import shutil
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from imgfeat.errors import ConflictError, InputError
 from imgfeat.schema import KEY, PARTITION_BY, TABLE_ARROW_SCHEMA, TABLE_SPARK_SCHEMA
 from imgfeat.session import has_spark_delta
+from imgfeat.sources import local_path
 
 STAGING_DIR = "_imgfeat_staging"
 #: Prefix of the keys imgfeat puts in a commit's metadata.
@@ -145,9 +145,9 @@ def commit(
 
 
 def remove_staging(staged: str) -> None:
-    parsed = urlparse(staged)
-    if parsed.scheme in ("", "file"):
-        shutil.rmtree(parsed.path if parsed.scheme else staged, ignore_errors=True)
+    local = local_path(staged)
+    if local is not None:
+        shutil.rmtree(local, ignore_errors=True)
     else:
         import fsspec
 
@@ -269,5 +269,4 @@ def _sql_str(value: str) -> str:
 
 
 def _local_or_uri(path: str) -> str:
-    parsed = urlparse(path)
-    return parsed.path if parsed.scheme == "file" else path
+    return local_path(path) or path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import unquote, urlparse
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -70,12 +69,9 @@ def only_new(listing: DataFrame, existing: DataFrame | None) -> DataFrame:
 
 def read_bytes(path: str) -> bytes:
     """Read one listed file (a Spark path string) in a worker; raises OSError."""
-    parsed = urlparse(path)
-    scheme = parsed.scheme.lower()
-    if scheme in ("", "file"):
-        return Path(unquote(parsed.path) if scheme else path).read_bytes()
-    if scheme == "dbfs":  # Databricks mounts DBFS on every node
-        return Path("/dbfs" + unquote(parsed.path)).read_bytes()
+    local = local_path(path)
+    if local is not None:
+        return Path(local).read_bytes()
     import fsspec  # remote stores: s3/gs/abfs/hdfs… through their fsspec driver
 
     url = path.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1)
@@ -83,11 +79,27 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+def local_path(path: str) -> str | None:
+    """The local file behind a Spark path, or None for a remote store.
+
+    Spark lists paths unescaped (`file:/data/café photo#1.jpg`), so they are
+    split on the scheme only, never URL-parsed. DBFS is mounted at /dbfs.
+    """
+    scheme, sep, rest = path.partition(":")
+    if not sep or len(scheme) == 1:  # no scheme, or a Windows drive letter
+        return path
+    scheme = scheme.lower()
+    if scheme == "file":
+        return "/" + rest.lstrip("/") if rest.startswith("/") else rest
+    if scheme == "dbfs":
+        return "/dbfs/" + rest.lstrip("/")
+    return None
+
+
 def _check_local_exists(uri: str) -> None:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file") or any(ch in uri for ch in "*?["):
+    local = local_path(uri)
+    if local is None or any(ch in uri for ch in "*?["):
         return
-    local = unquote(parsed.path) if parsed.scheme else uri
     if not os.path.exists(local):
         raise InputError(f"input path does not exist: {uri}")
 

@@ -1,0 +1,34 @@
+"""Featurizers: a registry of image → embedding models, in the manner of timm.
+
+Owns: the public featurizer API used by the rest of imgfeat. On the driver,
+`resolve_featurizer(name, weights=..., pooling=..., layers=..., fold_bn=...)`
+turns a request into a `FeaturizerSpec` (picklable data with a `fingerprint`);
+on a worker, `load_featurizer(spec)` builds a `Featurizer` once, whose
+`prepare(image)` and `embed(batch)` do the per-image and per-batch work.
+`list_featurizers()` lists the tested names. Must not: decode bytes, cache
+models across calls, or import Spark; those belong to decode / featurize.
+
+Modules: `spec` (the spec and its fingerprint), `registry` (names, preprocessing,
+resolve), `weights` (weights sources, sha256, checkpoints), `backbone` (timm /
+torchvision networks, `layers`), `pooling`, `fold` (BatchNorm folding),
+`featurizer` (the worker-side objects).
+"""
+
+from imgfeat.featurizers.featurizer import Featurizer, load_featurizer
+from imgfeat.featurizers.registry import (
+    DEFAULT_FEATURIZER,
+    FeaturizerInfo,
+    list_featurizers,
+    resolve_featurizer,
+)
+from imgfeat.featurizers.spec import FeaturizerSpec
+
+__all__ = [
+    "DEFAULT_FEATURIZER",
+    "Featurizer",
+    "FeaturizerInfo",
+    "FeaturizerSpec",
+    "list_featurizers",
+    "load_featurizer",
+    "resolve_featurizer",
+]
