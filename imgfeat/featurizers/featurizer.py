@@ -110,7 +110,7 @@ class GrayscaleFeaturizer(Featurizer):
     def embed(self, batch: np.ndarray) -> np.ndarray:
         self._check(batch)
         luma = batch.astype(np.float32) @ (_LUMA / 255.0)
-        return np.ascontiguousarray(luma.reshape(len(batch), -1), dtype=np.float32)
+        return np.ascontiguousarray(luma.reshape(len(batch), self.spec.dim), dtype=np.float32)
 
 
 def load_featurizer(spec: FeaturizerSpec, *, device: str = "cpu") -> Featurizer:
