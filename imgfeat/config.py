@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imgfeat.errors import ConfigError
 
@@ -85,6 +85,145 @@ class FeaturizeConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class SourceConfig(Section):
+    """A table of per-image columns keyed by `path` (labels, tabular features)."""
+
+    source: str | None = Field(None, description="CSV, Parquet or Delta path/URI with a `path` column.")
+    format: Literal["auto", "csv", "parquet", "delta"] = Field(
+        "auto", description="auto: Delta if a _delta_log is there, else by extension (.csv, else Parquet)."
+    )
+
+
+class LabelsConfig(SourceConfig):
+    label: str = Field("folder", description="`folder` = the image's parent folder name, or a column of `source`.")
+    numeric: tuple[str, ...] = Field((), description="Numeric columns of `source` used as features.")
+    categorical: tuple[str, ...] = Field((), description="Categorical columns of `source` used as features.")
+    encoding: Literal["onehot", "index"] = "onehot"
+
+
+class SplitConfig(Section):
+    """Deterministic split by a hash of `content_sha256` (duplicates never straddle)."""
+
+    validation: float = Field(0.15, gt=0, lt=1, description="Share for early stopping.")
+    test: float = Field(0.2, gt=0, lt=1, description="Held-out share for the reported metrics.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> "SplitConfig":
+        if self.validation + self.test >= 0.9:
+            raise ValueError(f"validation + test = {self.validation + self.test:g} leaves < 10% to train")
+        return self
+
+
+class BaselinesConfig(Section):
+    linear: bool = Field(True, description="Spark ML logistic / linear regression on the same features.")
+    raw_pixels: bool = Field(True, description="XGBoost on a tiny grayscale thumbnail (leakage check).")
+    raw_pixel_featurizer: str = "grayscale16"
+    leakage_margin: float = Field(0.02, ge=0, description="Warn if raw pixels come within this of the model.")
+    linear_reg_param: float = Field(0.01, ge=0)
+
+
+class TrainConfig(Section):
+    """`imgfeat train`: embeddings (+ tabular columns) → XGBoost on Spark → MLflow model."""
+
+    table: str = "warehouse/embeddings"
+    version: int | None = Field(None, ge=0, description="Delta version to read; None = latest.")
+    featurizers: tuple[FeaturizerConfig, ...] = Field(
+        (FeaturizerConfig(),), min_length=1, description="Names or featurizer sections, concatenated in order."
+    )
+    labels: LabelsConfig = LabelsConfig()
+    task: Literal["auto", "classification", "regression"] = "auto"
+    split: SplitConfig = SplitConfig()
+    xgboost: dict[str, Any] = Field(
+        default_factory=dict, description="xgboost.spark estimator params, over imgfeat's defaults."
+    )
+    baselines: BaselinesConfig = BaselinesConfig()
+    model_name: str | None = Field("imgfeat", description="Registered MLflow model name; None = don't register.")
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("featurizers", mode="before")
+    @classmethod
+    def _names_are_sections(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            value = [value]
+        return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, (list, tuple)) else value
+
+
+class ScoreConfig(Section):
+    """`imgfeat score`: images (+ tabular columns) → a registered model → a Delta table of scores."""
+
+    model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, runs:/ID/model.")
+    input: str | None = Field(None, description="Directory, glob or URI of images (required).")
+    output: str = "warehouse/scores"
+    table: str | None = Field(
+        "warehouse/embeddings", description="Embeddings table whose rows are reused; None = featurize all."
+    )
+    tabular: SourceConfig = SourceConfig()
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    read: ReadConfig = ReadConfig()
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class RetrainPolicy(Section):
+    """When the nightly job retrains: enough `ok` rows new or changed since its last training."""
+
+    min_new_rows: int | None = Field(1000, ge=1, description="Retrain at this many new rows; None = off.")
+    min_new_fraction: float | None = Field(
+        0.05, gt=0, description="Or at this share of the rows the model was trained on; None = off."
+    )
+
+
+class LockConfig(Section):
+    stale_after_hours: float = Field(
+        12.0, gt=0, description="A lock older than this is taken over (a dead owner on this host: at once)."
+    )
+
+
+class NightlyConfig(Section):
+    """`imgfeat nightly`: featurize what is new, retrain past a threshold, score.
+
+    `train.table` and `score.table` default to `featurize.table` (and must
+    equal it), `score.input` to `featurize.input`; top-level `spark` and
+    `tracking` apply to every step that does not set its own.
+    """
+
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    train: TrainConfig = TrainConfig()
+    score: ScoreConfig = ScoreConfig()
+    retrain: RetrainPolicy = RetrainPolicy()
+    lock: LockConfig = LockConfig()
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _share_table_and_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        steps = {s: dict(data.get(s) or {}) for s in ("featurize", "train", "score")}
+        for step in steps.values():
+            for shared in ("spark", "tracking"):
+                if shared in data:
+                    step.setdefault(shared, data[shared])
+        table = steps["featurize"].get("table", FeaturizeConfig.model_fields["table"].default)
+        steps["train"].setdefault("table", table)
+        steps["score"].setdefault("table", table)
+        if steps["featurize"].get("input"):
+            steps["score"].setdefault("input", steps["featurize"]["input"])
+        return {**data, **steps}
+
+    @model_validator(mode="after")
+    def _one_table(self) -> "NightlyConfig":
+        if not self.featurize.table == self.train.table == self.score.table:
+            raise ValueError(
+                f"train.table ({self.train.table}) and score.table ({self.score.table}) must be "
+                f"featurize.table ({self.featurize.table}); leave them out to share it"
+            )
+        return self
+
+
 C = TypeVar("C", bound=Section)
 
 
@@ -148,6 +287,8 @@ def _describe(exc: ValidationError, cls: type[BaseModel], source: str) -> str:
         close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f" (valid: {', '.join(valid)})"
         return f"{source}: unknown key {key!r}{hint}"
+    if err["type"] == "value_error":  # a validator's own message names the keys
+        return f"{source}: {key + ': ' if key else ''}{err['msg'].removeprefix('Value error, ')}"
     return f"{source}: {key}: {err['msg']} (got {err.get('input')!r})"
 
 

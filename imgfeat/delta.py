@@ -2,14 +2,17 @@
 
 Owns: the Delta table contract on disk (schema from `imgfeat.schema`,
 partitioned by `featurizer`, one row per (path, featurizer)), staging a run's
-rows, and the single commit that publishes them. Must not: featurize, track,
+rows, and the single commit that publishes them. The staging and commit
+machinery takes a `Contract` (schema, merge key, partitioning), so other
+tables imgfeat writes (the scores table of `imgfeat.scoring`) land the same
+way; the embeddings contract is the default. Must not: featurize, track,
 or decide which files are new (that is `sources.only_new`).
 
 How a run lands — the same for both writers:
 
 1. workers' rows are staged as Parquet under `<table>/_imgfeat_staging/<run_id>`
    (Delta ignores `_`-prefixed folders; a crash here leaves no table version);
-2. one MERGE on (path, featurizer) publishes them as ONE new version: new
+2. one MERGE on the contract's key, e.g. (path, featurizer), publishes them as ONE new version: new
    files are inserted, files whose bytes changed replace their row, so a rerun
    can never duplicate a row; run metadata rides in the commit;
 3. the staging folder is removed.
@@ -24,12 +27,13 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from imgfeat.errors import ConflictError, InputError
 from imgfeat.schema import KEY, PARTITION_BY, TABLE_ARROW_SCHEMA, TABLE_SPARK_SCHEMA
@@ -39,6 +43,20 @@ from imgfeat.sources import local_path
 STAGING_DIR = "_imgfeat_staging"
 #: Prefix of the keys imgfeat puts in a commit's metadata.
 META_PREFIX = "imgfeat."
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a table must look like: columns (Spark and Arrow), merge key, partitioning."""
+
+    spark_schema: T.StructType
+    arrow_schema: pa.Schema
+    key: tuple[str, ...]
+    partition_by: tuple[str, ...]
+
+
+#: The embeddings table (DESIGN.md).
+EMBEDDINGS = Contract(TABLE_SPARK_SCHEMA, TABLE_ARROW_SCHEMA, KEY, PARTITION_BY)
 
 
 @dataclass(frozen=True)
@@ -61,19 +79,39 @@ def table_version(spark: SparkSession, table: str) -> int | None:
     return None if dt is None else dt.version()
 
 
-def read_table(spark: SparkSession, table: str, version: int | None = None) -> DataFrame:
-    """The embeddings table (optionally at a version) as a Spark DataFrame."""
+def read_table(
+    spark: SparkSession,
+    table: str,
+    version: int | None = None,
+    *,
+    contract: Contract | None = EMBEDDINGS,
+    partitions: Sequence[str] | None = None,
+) -> DataFrame:
+    """The table (optionally at a version, and only the given values of its
+    partition column, e.g. some featurizers) as a Spark DataFrame.
+
+    With `contract=None` any Delta table is read as it is (no partition filter).
+    """
+    part = contract.partition_by[0] if contract is not None else None
     if has_spark_delta(spark):
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(table)
+        frame = reader.load(table)
+        return frame if partitions is None else frame.where(frame[part].isin(list(partitions)))
     from deltalake import DeltaTable
 
     if _deltars_table(table) is None:
         raise InputError(f"no Delta table at {table}")
-    arrow = DeltaTable(table, version=version).to_pyarrow_table()
-    return spark.createDataFrame(arrow.cast(TABLE_ARROW_SCHEMA), schema=TABLE_SPARK_SCHEMA)
+    try:
+        dataset = DeltaTable(table, version=version).to_pyarrow_dataset()
+    except Exception as exc:  # delta-rs raises several types for a missing version
+        raise InputError(f"cannot read {table} at version {version}: {exc}") from None
+    where = None if partitions is None else ds.field(part).isin(list(partitions))
+    arrow = dataset.to_table(filter=where)
+    if contract is None:
+        return spark.createDataFrame(arrow)
+    return spark.createDataFrame(arrow.cast(contract.arrow_schema), schema=contract.spark_schema)
 
 
 def existing_keys(spark: SparkSession, table: str, fingerprint: str) -> DataFrame | None:
@@ -101,22 +139,22 @@ def staging_path(table: str, run_id: str) -> str:
     return f"{table.rstrip('/')}/{STAGING_DIR}/{run_id}"
 
 
-def stage(rows: DataFrame, table: str, run_id: str) -> str:
+def stage(rows: DataFrame, table: str, run_id: str, *, contract: Contract = EMBEDDINGS) -> str:
     """Materialize a run's rows once, as Parquet next to the table; returns the path."""
     spark = rows.sparkSession
     # Micros with UTC adjustment: what Delta and Arrow expect for `timestamp`.
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     path = staging_path(table, run_id)
-    rows.select(*TABLE_SPARK_SCHEMA.fieldNames()).write.mode("overwrite").parquet(path)
+    rows.select(*contract.spark_schema.fieldNames()).write.mode("overwrite").parquet(path)
     return path
 
 
-def staged_counts(staged: str) -> dict[str, int]:
-    """Rows by status in a staged run (read from Parquet, cheap: one column)."""
-    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=["status"])
+def staged_counts(staged: str, column: str = "status") -> dict:
+    """Rows by value of `column` (default: status) in a staged run (read from Parquet, cheap: one column)."""
+    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=[column])
     if table.num_rows == 0:
         return {}
-    counts = pc.value_counts(table["status"]).to_pylist()
+    counts = pc.value_counts(table[column]).to_pylist()
     return {c["values"]: int(c["counts"]) for c in counts}
 
 
@@ -124,12 +162,16 @@ def commit(
     spark: SparkSession,
     staged: str,
     table: str,
-    featurizer: str,
+    partition: str,
     run_id: str,
     metadata: Mapping[str, object],
+    *,
+    contract: Contract = EMBEDDINGS,
 ) -> Commit:
     """Publish the staged rows of one run as exactly one table version (or none).
 
+    Every staged row has `partition` in the contract's partition column (for
+    the embeddings table: the featurizer), which narrows the merge to it.
     `metadata` is stored in the commit under `imgfeat.*` keys (JSON values).
     Raises `ConflictError` if a concurrent run committed overlapping rows first:
     nothing of this run is then in the table, and a rerun completes the work.
@@ -138,8 +180,8 @@ def commit(
     meta[f"{META_PREFIX}run_id"] = run_id
     try:
         if has_spark_delta(spark):
-            return _commit_spark(spark, staged, table, featurizer, meta)
-        return _commit_deltars(staged, table, featurizer, run_id, meta)
+            return _commit_spark(spark, staged, table, partition, meta, contract)
+        return _commit_deltars(staged, table, partition, run_id, meta, contract)
     finally:
         remove_staging(staged)
 
@@ -176,15 +218,21 @@ def _deltars_table(table: str):  # -> DeltaTable | None
     return DeltaTable(table) if DeltaTable.is_deltatable(table) else None
 
 
-def _staged_reader(staged: str) -> tuple[pa.RecordBatchReader, int]:
+def _staged_reader(staged: str, schema: pa.Schema) -> tuple[pa.RecordBatchReader, int]:
     dataset = ds.dataset(_local_or_uri(staged), format="parquet")
     rows = dataset.count_rows()
-    batches = (b.cast(TABLE_ARROW_SCHEMA) for b in dataset.to_batches(columns=TABLE_ARROW_SCHEMA.names))
-    return pa.RecordBatchReader.from_batches(TABLE_ARROW_SCHEMA, batches), rows
+    batches = (b.cast(schema) for b in dataset.to_batches(columns=schema.names))
+    return pa.RecordBatchReader.from_batches(schema, batches), rows
+
+
+def _merge_predicate(contract: Contract, partition: str) -> str:
+    """Key equality, narrowed to the run's partition."""
+    key = " AND ".join(f"t.{k} = s.{k}" for k in contract.key)
+    return f"{key} AND t.{contract.partition_by[0]} = '{_sql_str(partition)}'"
 
 
 def _commit_deltars(
-    staged: str, table: str, featurizer: str, run_id: str, meta: dict[str, str]
+    staged: str, table: str, partition: str, run_id: str, meta: dict[str, str], contract: Contract
 ) -> Commit:
     from deltalake import CommitProperties, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
@@ -192,28 +240,27 @@ def _commit_deltars(
     app_id = f"imgfeat-run-{run_id}"
     props = CommitProperties(custom_metadata=meta, app_transactions=[Transaction(app_id, 1)])
     dt = _deltars_table(table)
-    reader, rows = _staged_reader(staged)
+    reader, rows = _staged_reader(staged, contract.arrow_schema)
     if rows == 0:
         return Commit(None if dt is None else dt.version(), False, "delta-rs")
     if dt is None:
         try:
             write_deltalake(
-                table, reader, mode="error", partition_by=list(PARTITION_BY), commit_properties=props
+                table, reader, mode="error", partition_by=list(contract.partition_by), commit_properties=props
             )
             return Commit(_deltars_table(table).version(), True, "delta-rs")
         except (DeltaError, OSError):
             dt = _deltars_table(table)  # another run created it first: merge into it
             if dt is None:
                 raise
-            reader, _ = _staged_reader(staged)
+            reader, _ = _staged_reader(staged, contract.arrow_schema)
     if dt.transaction_version(app_id) is not None:  # this run already landed (retried call)
         return Commit(dt.version(), False, "delta-rs")
-    key = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
     try:
         (
             dt.merge(
                 reader,
-                predicate=f"{key} AND t.featurizer = '{_sql_str(featurizer)}'",
+                predicate=_merge_predicate(contract, partition),
                 source_alias="s",
                 target_alias="t",
                 commit_properties=props,
@@ -237,7 +284,7 @@ def _spark_table_exists(spark: SparkSession, table: str) -> bool:
 
 
 def _commit_spark(
-    spark: SparkSession, staged: str, table: str, featurizer: str, meta: dict[str, str]
+    spark: SparkSession, staged: str, table: str, partition: str, meta: dict[str, str], contract: Contract
 ) -> Commit:
     source = spark.read.parquet(staged)
     if source.isEmpty():
@@ -246,13 +293,12 @@ def _commit_spark(
     spark.conf.set(conf_key, json.dumps(meta))
     try:
         if not _spark_table_exists(spark, table):
-            source.write.format("delta").partitionBy(*PARTITION_BY).mode("errorifexists").save(table)
+            source.write.format("delta").partitionBy(*contract.partition_by).mode("errorifexists").save(table)
         else:
             source.createOrReplaceTempView("imgfeat_staged")
-            key = " AND ".join(f"t.{k} = s.{k}" for k in KEY)
             spark.sql(
                 f"MERGE INTO delta.`{table}` t USING imgfeat_staged s "
-                f"ON {key} AND t.featurizer = '{_sql_str(featurizer)}' "
+                f"ON {_merge_predicate(contract, partition)} "
                 "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
             )
     except Exception as exc:

@@ -5,7 +5,8 @@ featurizer, a lost commit race) and the per-row `Status` values of the
 embeddings table. Must not: import any other imgfeat module.
 
 A user error is an `ImgfeatError`; the CLI prints its message on one line and
-exits with code 2. Anything else is a bug and keeps its stack trace.
+exits with code 2 (3 for a `ConflictError`: busy, retry later). Anything else
+is a bug and keeps its stack trace.
 """
 
 from __future__ import annotations
@@ -42,4 +43,10 @@ class FeaturizerError(ImgfeatError):
 
 
 class ConflictError(ImgfeatError):
-    """Another run committed to the same table first, or holds its lock."""
+    """Another run committed to the same table first, or holds its lock.
+
+    Exit code 3, not 2: nothing is wrong with the command, nothing of this run
+    was written, and the same command succeeds later (a scheduler retries).
+    """
+
+    exit_code = 3

@@ -22,10 +22,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark import Accumulator
+from pyspark import Accumulator, AccumulatorParam
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from imgfeat import faults
 from imgfeat.decode import decode_image
 from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
@@ -115,6 +116,40 @@ def task_cores() -> int:
         return 1
 
 
+class MaxParam(AccumulatorParam):
+    """Accumulator that keeps the largest value added (for peak memory)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, value1: float, value2: float) -> float:
+        return max(value1, value2)
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's RSS high-water mark, so the next reading covers
+    this task only, not the reused worker's whole life (Linux; else a no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process since `reset_peak_rss`, in MiB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # no /proc: the process's lifetime peak (kB on Linux and BSDs)
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 # --------------------------------------------------------------------------
 # The pure per-image and per-batch work.
 # --------------------------------------------------------------------------
@@ -194,10 +229,15 @@ def featurize_listing_batches(
     spec: FeaturizerSpec,
     opts: WorkerOptions,
     loads: Accumulator | None = None,
+    peak_rss: Accumulator | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: listing rows (path, modification_time, length) → worker rows."""
+    """mapInPandas body: listing rows (path, modification_time, length) → worker rows.
+
+    `peak_rss` (a `MaxParam` accumulator) gets this task's peak worker RSS in MiB.
+    """
     import torch
 
+    reset_peak_rss()
     torch.set_num_threads(task_cores())
     model = cached_featurizer(spec, pick_device(opts.device), _counter(loads))
     for listing in batches:
@@ -213,6 +253,9 @@ def featurize_listing_batches(
             chunk = listing.iloc[start : start + len(items)]
             start += len(items)
             yield _rows(chunk, items, vectors, spec)
+            faults.die_once(faults.KILL_WORKER)  # test hook: a no-op unless its variable is set
+    if peak_rss is not None:
+        peak_rss.add(peak_rss_mib())
 
 
 def _rows(
@@ -247,20 +290,22 @@ def featurize_listing(
     *,
     files_per_partition: int = 256,
     loads: Accumulator | None = None,
+    peak_rss: Accumulator | None = None,
 ) -> DataFrame:
     """Plan (lazily) the featurization of a listing frame; one row out per row in.
 
     The listing is repartitioned so every core gets work and no task holds
     more than `files_per_partition` files (balance, and bounded retry cost).
+    `loads` counts model loads; `peak_rss` (`MaxParam`) gets the workers' peak RSS in MiB.
     """
     spark = listing.sparkSession
     n = listing.count()
     cores = spark.sparkContext.defaultParallelism
     parts = max(1, min(max(cores, -(-n // files_per_partition)), n or 1))
-    spec_, opts_, loads_ = spec, opts, loads  # only small objects enter the closure
+    spec_, opts_, loads_, peak_ = spec, opts, loads, peak_rss  # only small objects enter the closure
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return featurize_listing_batches(batches, spec_, opts_, loads_)
+        return featurize_listing_batches(batches, spec_, opts_, loads_, peak_)
 
     return listing.repartition(parts, F.col("path")).mapInPandas(run, WORKER_SPARK_SCHEMA)
 

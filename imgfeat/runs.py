@@ -14,16 +14,19 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, sources
-from imgfeat.config import FeaturizeConfig, dump_config
-from imgfeat.errors import InputError
+from imgfeat import delta, nightly, sources, tracking
+from imgfeat.config import FeaturizeConfig, NightlyConfig, ScoreConfig, TrainConfig, dump_config
+from imgfeat.errors import ConfigError, InputError
 from imgfeat.featurize import WorkerOptions, featurize_listing
-from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
+from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.session import get_spark
+from imgfeat.train import TrainResult, join_columns, read_source, resolve_spec
+from imgfeat.train import train as train_model
 
 log = logging.getLogger("imgfeat")
 
@@ -67,16 +70,7 @@ class FeaturizeSummary:
 
 
 def featurizer_spec(cfg: FeaturizeConfig) -> FeaturizerSpec:
-    f = cfg.featurizer
-    return resolve_featurizer(
-        f.name,
-        weights=f.weights,
-        weights_sha256=f.weights_sha256,
-        pooling=f.pooling,
-        gem_p=f.gem_p,
-        layers=f.layers,
-        fold_bn=f.fold_bn,
-    )
+    return resolve_spec(cfg.featurizer)
 
 
 def worker_options(cfg: FeaturizeConfig) -> WorkerOptions:
@@ -96,9 +90,39 @@ def config_sha256(cfg: FeaturizeConfig) -> str:
 def featurize_run(
     cfg: FeaturizeConfig, spark: SparkSession | None = None, run_id: str | None = None
 ) -> FeaturizeSummary:
-    """Featurize what is new under `cfg.input` into `cfg.table`, as one commit."""
+    """Featurize what is new under `cfg.input` into `cfg.table`, as one commit.
+
+    With tracking on, the run is an MLflow run and its id is the `run_id`.
+    """
     if not cfg.input:
         raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}) as tracked:
+        summary = _featurize(cfg, spark, run_id or tracked)
+        if tracked:
+            tracking.log_params(dump_config(cfg))
+            tracking.set_tags(
+                {
+                    "featurizer": summary.featurizer,
+                    "featurizer_fingerprint": summary.fingerprint,
+                    "table_version": str(summary.version),
+                    "counts": summary.counts,
+                }
+            )
+            tracking.log_metrics(
+                {
+                    "listed": summary.listed,
+                    "skipped": summary.skipped,
+                    "featurized": summary.featurized,
+                    "seconds": summary.seconds,
+                    "images_per_second": summary.images_per_second,
+                    **({"table_version": summary.version} if summary.version is not None else {}),
+                    **{f"count_{k}": v for k, v in summary.counts.items()},
+                }
+            )
+    return summary
+
+
+def _featurize(cfg: FeaturizeConfig, spark: SparkSession | None, run_id: str | None) -> FeaturizeSummary:
     spark = spark or get_spark(cfg.spark)
     spec = featurizer_spec(cfg)
     run_id = run_id or uuid.uuid4().hex
@@ -160,3 +184,244 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+@dataclass
+class TrainSummary:
+    """What a train run did; `lines()` is what users see."""
+
+    result: TrainResult
+    run_id: str | None
+    model_uri: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+    def lines(self) -> list[str]:
+        r = self.result
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        head = (
+            f"train: {r.features.task} on {r.table} version {r.version} "
+            f"({', '.join(f.name for f in r.features.featurizers)}; {counts}); "
+            f"best iteration {r.best_iteration}; {r.seconds:.1f} s"
+        )
+        where = f"model {self.model_name} version {self.model_version}" if self.model_version else (
+            f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
+        )
+        return [head, *r.lines(), f"{where}; MLflow run {self.run_id}"]
+
+
+def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSummary:
+    """Train on the embeddings table; with tracking on, log the run and register the model."""
+    from imgfeat import scoring  # imports mlflow: only train and score pay for it
+
+    spark = spark or get_spark(cfg.spark)
+    with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}) as run_id:
+        result = train_model(spark, cfg)
+        summary = TrainSummary(result, run_id)
+        if run_id:
+            tracking.log_params({**dump_config(cfg), "xgboost": result.params})
+            tracking.set_tags(
+                {
+                    "embeddings_version": str(result.version),
+                    "featurizers": [f.name for f in result.features.featurizers],
+                    "featurizer_fingerprints": [f.fingerprint for f in result.features.featurizers],
+                    "labels_source": result.labels_source,
+                    "task": result.features.task,
+                    **({"leakage_warning": result.warning} if result.warning else {}),
+                }
+            )
+            tracking.log_metrics(
+                {
+                    **{f"{model}.test_{k}": v for model, scores in result.metrics.items() for k, v in scores.items()},
+                    **{f"rows_{k}": v for k, v in result.counts.items()},
+                    **({"best_iteration": result.best_iteration} if result.best_iteration is not None else {}),
+                }
+            )
+            logged = scoring.log_model(result, cfg.model_name)
+            summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
+    return summary
+
+
+@dataclass
+class ScoreSummary:
+    """What a score run did; `line()` is the one-line summary users see."""
+
+    run_id: str
+    output: str
+    model_name: str
+    model_version: str
+    counts: dict[str, int]
+    featurized: int
+    version: int | None
+    committed: bool
+    seconds: float
+
+    @property
+    def images(self) -> int:
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none"
+        return (
+            f"score: {self.images} images ({by_status}) with {self.model_name} version {self.model_version}; "
+            f"{self.images - self.featurized} embeddings reused, {self.featurized} featurized; "
+            f"{self.seconds:.1f} s; table {self.output} version {self.version}"
+        )
+
+
+def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSummary:
+    """Score the images under `cfg.input` with a registered model into `cfg.output`, as one commit."""
+    if not cfg.model:
+        raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
+    if not cfg.input:
+        raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    from imgfeat import scoring
+
+    spark = spark or get_spark(cfg.spark)
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex
+    tracking.use_store(cfg.tracking)
+    model = scoring.resolve_model(cfg.model)
+    features = scoring.load_image_model(model.local_dir).features
+
+    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
+    parts = max(spark.sparkContext.defaultParallelism, -(-listing.count() // cfg.read.files_per_partition))
+    hashed = scoring.hash_files(listing.repartition(parts, "path"))
+    frame = scoring.with_stored_embeddings(spark, hashed, cfg.table, features.featurizers)
+    if features.columns:
+        if not cfg.tabular.source:
+            raise InputError(f"the model needs column(s) {', '.join(features.columns)}: set tabular.source")
+        frame = join_columns(frame, read_source(spark, cfg.tabular), features.columns, cfg.tabular.source)
+    opts = WorkerOptions(
+        batch_size=cfg.batch_size,
+        max_bytes_in_flight=cfg.read.max_bytes_per_batch,
+        max_pixels=cfg.read.max_pixels,
+        decode_threads=cfg.read.decode_threads,
+    )
+    shipped = scoring.ship_model(spark, model.local_dir)
+    rows = scoring.score_rows(
+        frame, shipped, len(features.featurizers), opts, model.name, model.version
+    ).withColumn("run_id", F.lit(run_id)).withColumn("scored_at", F.current_timestamp())
+    staged = delta.stage(rows, cfg.output, run_id, contract=scoring.SCORES)
+    counts = delta.staged_counts(staged)
+    featurized = delta.staged_counts(staged, "featurized").get(True, 0)
+    result = delta.commit(
+        spark,
+        staged,
+        cfg.output,
+        model.name,
+        run_id,
+        {"model": model.uri, "model_version": model.version, "counts": counts, "featurized": featurized},
+        contract=scoring.SCORES,
+    )
+    return ScoreSummary(
+        run_id=run_id,
+        output=cfg.output,
+        model_name=model.name,
+        model_version=model.version,
+        counts=counts,
+        featurized=featurized,
+        version=result.version,
+        committed=result.committed,
+        seconds=time.monotonic() - started,
+    )
+
+
+#: The nightly job's steps, in the order they run.
+NIGHTLY_STEPS = ("featurize", "train", "score")
+
+
+@dataclass
+class NightlySummary:
+    """What a nightly run did, step by step; `lines()` is what users see."""
+
+    run_id: str
+    table: str
+    steps: tuple[str, ...]
+    featurize: FeaturizeSummary | None = None
+    new_rows: int | None = None  # ok rows committed since the last nightly training
+    retrained: str | None = None  # why it retrained; None = it did not
+    train: TrainSummary | None = None
+    score: ScoreSummary | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # step → why it did nothing
+
+    def lines(self) -> list[str]:
+        out = [self.featurize.line()] if self.featurize else []
+        if self.train:
+            out += [f"nightly: retraining: {self.retrained}", *self.train.lines()]
+        out += [self.score.line()] if self.score else []
+        return out + [f"nightly: {step} skipped: {why}" for step, why in self.skipped.items()]
+
+    def as_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "table": self.table,
+            "steps": list(self.steps),
+            "featurize": self.featurize.as_dict() if self.featurize else None,
+            "new_rows": self.new_rows,
+            "retrained": self.retrained,
+            "model": self.train and self.train.model_uri,
+            "model_version": self.train and self.train.model_version,
+            "score": asdict(self.score) if self.score else None,
+            "skipped": self.skipped,
+        }
+
+
+def nightly_run(
+    cfg: NightlyConfig, steps: Sequence[str] = NIGHTLY_STEPS, spark: SparkSession | None = None
+) -> NightlySummary:
+    """Featurize what is new, retrain when `cfg.retrain` says so, score; under the table's lock.
+
+    Safe to re-run: featurize skips unchanged files, train runs only past the
+    threshold, score only when the model or the table changed since the last
+    nightly score. Raises `ConflictError` while another run holds the lock.
+    """
+    steps = tuple(s for s in NIGHTLY_STEPS if s in steps)
+    if "train" in steps and not (cfg.train.tracking.enabled and cfg.train.model_name):
+        raise ConfigError("nightly train needs tracking.enabled and train.model_name: score uses the registered model")
+    table = cfg.featurize.table
+    summary = NightlySummary(uuid.uuid4().hex, table, steps)
+    command = f"imgfeat nightly --step {' --step '.join(steps)}"
+    with nightly.table_lock(table, summary.run_id, command, cfg.lock.stale_after_hours):
+        spark = spark or get_spark(cfg.spark)
+        state = nightly.read_state(table)
+        if "featurize" in steps:
+            summary.featurize = featurize_run(cfg.featurize, spark)
+        if "train" in steps:
+            state = _nightly_train(cfg, spark, state, summary)
+        if "score" in steps:
+            _nightly_score(cfg, spark, state, summary)
+    return summary
+
+
+def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary: NightlySummary) -> dict:
+    trained = nightly.last_trained(state)
+    if trained is not None:
+        names = {f.name for f in cfg.train.featurizers}
+        summary.new_rows = nightly.ok_rows_since(spark, summary.table, trained.table_version, names)
+    summary.retrained = nightly.retrain_reason(trained, summary.new_rows or 0, cfg.retrain)
+    if summary.retrained is None:
+        summary.skipped["train"] = (
+            f"{summary.new_rows} new ok rows since table version {trained.table_version} "
+            f"(retrain.min_new_rows {cfg.retrain.min_new_rows}, min_new_fraction {cfg.retrain.min_new_fraction})"
+        )
+        return state
+    summary.train = train_run(cfg.train, spark)
+    r = summary.train.result
+    model = f"models:/{summary.train.model_name}/{summary.train.model_version}"
+    return nightly.write_state(
+        summary.table, state, trained=nightly.Trained(r.version, sum(r.counts.values()), model)
+    )
+
+
+def _nightly_score(cfg: NightlyConfig, spark: SparkSession, state: dict, summary: NightlySummary) -> None:
+    trained = nightly.last_trained(state)
+    model = cfg.score.model or (trained.model if trained else None)
+    if not model:
+        raise InputError("nightly score: no model yet; run the train step first or set score.model")
+    now = nightly.Scored(model, delta.table_version(spark, summary.table))
+    if nightly.last_scored(state) == now:
+        summary.skipped["score"] = f"already scored table version {now.table_version} with {model}"
+        return
+    summary.score = score_run(cfg.score.model_copy(update={"model": model}), spark)
+    nightly.write_state(summary.table, state, scored=now)

@@ -20,9 +20,12 @@ odd, broken and exotic files are ``tests/imagegen.py``'s job.
 No PyPI package was found that ships a labeled set of natural photos inside
 its wheel (the "cats / dogs / cifar / flowers / imagenet" dataset packages
 only hold download code), so the labeled classes are built from single real photos:
-each class is random crops (scale, aspect, flip, colour jitter) of one photo,
-except ``face`` / ``nonface``, which are scikit-image's 100 + 100 real
-25x25 crops from Labeled Faces in the Wild, upscaled. Classes are named
+each class is **non-overlapping tiles** of one photo (each tile then rotated /
+flipped and colour-jittered, and written once), except ``face`` / ``nonface``,
+which are scikit-image's 100 + 100 real 25x25 crops from Labeled Faces in the
+Wild, upscaled, each used once. No two images share a source pixel, so a split
+of the images (e.g. by content hash) cannot leak one region of a photo into
+both train and test, as overlapping random crops would. Classes are named
 after what the photo shows; see `LABELED_CLASSES`.
 """
 
@@ -82,6 +85,7 @@ BENCH_SIZES: tuple[tuple[int, int], ...] = (
 _FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
 _TEXTURES = frozenset({"brick", "grass", "gravel"})
 _INLINE_BELOW = 64  # fewer bench images than this are written in-process
+_MIN_TILE = 24  # smallest labeled tile side, in source pixels
 
 
 def spark_path(path: Path) -> str:
@@ -106,9 +110,12 @@ def write_labeled_photos(
     Also writes ``dest/labels.csv`` with columns ``path`` (as Spark's
     ``binaryFile`` lists it, ``file:/abs/...``), ``file`` (plain absolute path)
     and ``label``, one row per image, sorted by label then name. Images are
-    roughly 256-400 px on the long side. A class's images depend only on
-    (seed, class, index), not on which other classes are asked for.
-    Returns ``dest``.
+    160-256 px on the long side. Photo classes are ``per_class``
+    non-overlapping tiles of their photo (the more tiles, the smaller each:
+    512x512 textures give 51 px tiles at 100 per class), so ``per_class`` is
+    at most the number of tiles of side >= 24 px the photo holds (and 100 for
+    ``face`` / ``nonface``). A class's images depend only on (seed, class,
+    per_class), not on which other classes are asked for. Returns ``dest``.
     """
     dest = Path(dest).absolute()
     classes = tuple(DEFAULT_CLASSES if classes is None else classes)
@@ -126,9 +133,10 @@ def write_labeled_photos(
         folder = dest / label
         folder.mkdir(parents=True, exist_ok=True)
         class_key = zlib.crc32(label.encode())
-        for i in range(per_class):
+        regions = _regions(label, per_class, np.random.default_rng([seed, class_key]))
+        for i, region in enumerate(regions):
             rng = np.random.default_rng([seed, class_key, i])
-            image = _labeled_image(label, i, rng)
+            image = _labeled_image(label, region, rng)
             out = folder / f"{label}_{i:04d}.{ext}"
             _save(image, out, pil_format)
             rows.append((spark_path(out), str(out), label))
@@ -199,25 +207,45 @@ def _lfw() -> np.ndarray:
 # --- labeled images ----------------------------------------------------------------
 
 
-def _labeled_image(label: str, index: int, rng: np.random.Generator) -> Image.Image:
+def _regions(label: str, count: int, rng: np.random.Generator) -> list[object]:
+    """`count` distinct sources for a class: LFW crop indices, or tile boxes of its photo.
+
+    Tiles are the cells of the finest grid of equal squares that has at least
+    `count` cells; a random `count` of them are used, each once.
+    """
     source = LABELED_CLASSES[label][0]
     if source in ("lfw_faces", "lfw_nonfaces"):
-        return _lfw_image(source == "lfw_nonfaces", index, rng)
-    photo = _source(source)
-    texture = label in _TEXTURES
-    long_side = int(rng.integers(256, 401))
-    image = _random_crop(photo, rng, scale=(0.04, 0.3) if texture else (0.15, 0.8), long_side=long_side)
-    if texture:
-        image = image.rotate(90 * int(rng.integers(4)), expand=True)
+        if count > 100:
+            raise ValueError(f"{label}: at most 100 distinct images (LFW crops), asked for {count}")
+        return [int(i) for i in rng.permutation(100)[:count]]
+    width, height = _source(source).size
+    side = math.isqrt(width * height // count)
+    while side >= _MIN_TILE and (width // side) * (height // side) < count:
+        side -= 1
+    if side < _MIN_TILE:
+        raise ValueError(f"{label}: the {width}x{height} photo holds fewer than {count} tiles of {_MIN_TILE} px")
+    cols = width // side
+    cells = rng.permutation((height // side) * cols)[:count]
+    return [(int(c % cols) * side, int(c // cols) * side, side) for c in cells]
+
+
+def _labeled_image(label: str, region: object, rng: np.random.Generator) -> Image.Image:
+    source = LABELED_CLASSES[label][0]
+    if source in ("lfw_faces", "lfw_nonfaces"):
+        return _lfw_image(source == "lfw_nonfaces", int(region), rng)  # type: ignore[call-overload]
+    left, top, side = region  # type: ignore[misc]
+    long_side = int(rng.integers(160, 257))
+    image = _source(source).resize((long_side, long_side), Image.Resampling.BICUBIC,
+                                   box=(left, top, left + side, top + side))
+    if label in _TEXTURES:
+        image = image.rotate(90 * int(rng.integers(4)))
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return _jitter(image.convert("RGB"), rng, strength=0.25)
 
 
-def _lfw_image(nonface: bool, index: int, rng: np.random.Generator) -> Image.Image:
-    # 100 real crops per class; past 100 the same crops come back with new jitter.
-    order = np.random.default_rng(int(nonface)).permutation(100)
-    array = _lfw()[100 * int(nonface) + int(order[index % 100])]
+def _lfw_image(nonface: bool, crop: int, rng: np.random.Generator) -> Image.Image:
+    array = _lfw()[100 * int(nonface) + crop]
     small = Image.fromarray(array).convert("RGB")
     side = int(rng.integers(96, 161))
     image = _random_crop(small, rng, scale=(0.7, 1.0), ratio=(0.9, 1.1), long_side=side)

@@ -40,7 +40,8 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
                 pass
         return active
     builder = SparkSession.builder.appName(cfg.app_name)
-    builder = builder.master(cfg.master or "local[*]")
+    if cfg.master:  # else spark-submit's --master, or Spark's own default local[*]
+        builder = builder.master(cfg.master)
     for key, value in {**DEFAULT_CONF, **cfg.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

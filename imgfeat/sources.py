@@ -34,8 +34,8 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Dat
     Extensions match case-insensitively. Spark skips hidden files (`.x`, `_x`).
     Raises `InputError` if the location does not exist.
     """
-    _check_local_exists(uri)
-    exts = sorted({e.lower().lstrip(".") for e in extensions})
+    exts = _normalized(extensions)
+    check_input(uri, exts)
     pattern = r"\.(" + "|".join(exts) + r")$"
     reader = spark.read.format("binaryFile")
     if not any(ch in uri for ch in "*?["):
@@ -96,12 +96,30 @@ def local_path(path: str) -> str | None:
     return None
 
 
-def _check_local_exists(uri: str) -> None:
+def check_input(uri: str, extensions: Iterable[str]) -> None:
+    """Fail fast, without Spark, on a local input that is missing or holds no
+    file with one of `extensions` (the walk stops at the first match).
+
+    Conservative: hidden files count here though Spark skips them, so this
+    never rejects what Spark would list; remote URIs and globs are left to
+    the listing, which raises the same errors later.
+    """
     local = local_path(uri)
     if local is None or any(ch in uri for ch in "*?["):
         return
     if not os.path.exists(local):
         raise InputError(f"input path does not exist: {uri}")
+    if not os.path.isdir(local):
+        return
+    suffixes = tuple(f".{e}" for e in _normalized(extensions))
+    for _, _, files in os.walk(local, followlinks=True):
+        if any(name.lower().endswith(suffixes) for name in files):
+            return
+    raise InputError(f"no images under {uri} (extensions: {', '.join(_normalized(extensions))})")
+
+
+def _normalized(extensions: Iterable[str]) -> list[str]:
+    return sorted({e.lower().lstrip(".") for e in extensions})
 
 
 def _first_line(exc: Exception) -> str:

@@ -73,9 +73,7 @@ def is_torchvision(arch: str) -> bool:
 
 @functools.lru_cache(maxsize=128)
 def plan_layers(arch: str, layers: tuple[int, ...], input_size: int) -> LayerPlan:
-    """Work out `layers` for `arch` with a forward pass on the meta device."""
-    if any(not isinstance(k, int) or k >= 0 for k in layers) or len(set(layers)) != len(layers) or not layers:
-        raise FeaturizerError(f"layers must be distinct negative integers like (-1,) or (-1, -2); got {layers}")
+    """Work out `layers` (distinct negative ints) for `arch` with a forward pass on the meta device."""
     with torch.device("meta"):
         model = _create_plain(arch).eval()
         x = torch.empty(1, 3, input_size, input_size)
@@ -113,8 +111,13 @@ def _timm_plan(model: nn.Module, arch: str, layers: tuple[int, ...], x: torch.Te
 
 def build_network(spec: FeaturizerSpec) -> nn.Module:
     """The model for `spec` with its weights, cut to (N,3,H,W) float → (N, dim), eval, CPU."""
-    model = _create_with_weights(spec).eval()
     plan = plan_layers(spec.arch, spec.layers, spec.input_size)
+    if plan.dim != spec.dim:
+        raise FeaturizerError(
+            f"{spec.name}: this {spec.arch} gives {plan.dim} values but the spec says {spec.dim}; "
+            "resolve the featurizer again with this version of imgfeat / timm"
+        )
+    model = _create_with_weights(spec).eval()
     if is_torchvision(spec.arch):
         return _PooledTrunk(_tv_trunk(model, spec.arch[3:]), spec.pooling, spec.gem_p)
     return _TimmFeatures(model, plan, spec.pooling, spec.gem_p)

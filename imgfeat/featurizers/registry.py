@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,12 @@ _GRAYSCALE_PREPROCESSING = Preprocessing(16, 16, "bilinear", (0.0, 0.0, 0.0), (1
 
 @dataclass(frozen=True)
 class FeaturizerInfo:
-    """One row of `imgfeat featurizers`."""
+    """One row of `imgfeat featurizers`.
+
+    `offline` is the weights source that works without network access here
+    (an installed package, or ``none`` when no weights are needed), `online` the
+    hub weights a worker would download; "" where there is none.
+    """
 
     name: str
     arch: str
@@ -86,8 +92,8 @@ class FeaturizerInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     default_weights: str
-    offline: bool
-    online: bool
+    offline: str
+    online: str
 
 
 def resolve_featurizer(
@@ -109,7 +115,7 @@ def resolve_featurizer(
     ones), missing or mismatched weights, and bad pooling / layers.
     """
     entry = lookup(name)
-    layers = tuple(layers)
+    layers = _checked_layers(layers)
     if pooling not in POOLINGS:
         raise FeaturizerError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
     if pooling == "gem" and not (math.isfinite(gem_p) and gem_p > 0):
@@ -144,14 +150,14 @@ def list_featurizers() -> list[FeaturizerInfo]:
     """The tested featurizers with their default weights and preprocessing."""
     rows = []
     for entry in ENTRIES:
-        online = _has_hub_weights(entry.arch)
+        online = _hub_source(entry.arch)
         package = wts.package_for(entry.default_weights)
         if entry.arch == GRAYSCALE_ARCH:
-            prep, offline = _GRAYSCALE_PREPROCESSING, True
+            prep, offline = _GRAYSCALE_PREPROCESSING, "none"
         elif package is not None:
-            prep, offline = package.preprocessing, _package_installed(package)
+            prep, offline = package.preprocessing, entry.default_weights if _package_installed(package) else ""
         else:
-            prep, offline = _preprocessing(entry, wts.resolve_hub("hub", entry.arch)), False
+            prep, offline = _preprocessing(entry, wts.resolve_hub("hub", entry.arch)), ""
         rows.append(
             FeaturizerInfo(
                 name=entry.name,
@@ -207,6 +213,16 @@ def _torchvision_names() -> frozenset[str]:
     import torchvision
 
     return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+def _checked_layers(layers: Sequence[int]) -> tuple[int, ...]:
+    try:
+        checked = tuple(operator.index(k) for k in layers)
+    except TypeError:
+        checked = ()
+    if not checked or any(k >= 0 for k in checked) or len(set(checked)) != len(checked):
+        raise FeaturizerError(f"layers must be distinct negative integers like (-1,) or (-1, -2); got {layers}")
+    return checked
 
 
 def _resolve_weights(entry: RegistryEntry, weights: str, pinned: str | None) -> wts.ResolvedWeights:
@@ -301,14 +317,13 @@ def _grayscale_spec(entry: RegistryEntry, weights: str, pinned: str | None, pool
     )
 
 
-def _has_hub_weights(arch: str) -> bool:
+def _hub_source(arch: str) -> str:
     if arch == GRAYSCALE_ARCH:
-        return False
+        return ""
     try:
-        wts.resolve_hub("hub", arch)
+        return wts.resolve_hub("hub", arch).source
     except FeaturizerError:
-        return False
-    return True
+        return ""
 
 
 def _package_installed(package: wts.WeightsPackage) -> bool:

@@ -36,13 +36,18 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import torch
+from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
 from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers.spec import Preprocessing
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 _CHUNK = 1 << 20
 
@@ -153,8 +158,6 @@ def resolve_hub(value: str, arch: str) -> ResolvedWeights:
 
 
 def _timm_tagged_name(arch: str, requested: str) -> str:
-    from timm.models import get_pretrained_cfg, split_model_name_tag
-
     base, tag = split_model_name_tag(arch)
     if requested:
         requested_base, requested_tag = split_model_name_tag(requested)
@@ -285,7 +288,7 @@ def _open(location: str) -> Iterator[io.BufferedIOBase]:
         raise FeaturizerError(f"weights file not found: {location}") from None
 
 
-def _filesystem(location: str):  # -> (fsspec.AbstractFileSystem, str)
+def _filesystem(location: str) -> tuple[AbstractFileSystem, str]:
     import fsspec  # imported here: only remote checkpoints need it
 
     try:

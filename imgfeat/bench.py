@@ -1,0 +1,518 @@
+"""`imgfeat bench`: imgfeat's Spark featurize job against its baselines, in one run.
+
+Owns: the cached benchmark photos (`<out>/photos-n<N>-s<seed>`), the baselines
+(a tuned single-process PyTorch loop, the naive per-batch pandas UDF others
+ship, `pyspark.ml.functions.predict_batch_udf`), the stage micro-benchmarks
+(decode, model), the incremental rerun, sampling the workers' memory, and
+printing every figure as one `name: value` line, ending with
+`spark/loop ratio: X`. Must not: change how the job runs (it calls
+`runs.featurize_run` exactly as the CLI does) or be imported by library code.
+
+Every figure is measured in this one process, on the same images, with the
+same featurizer spec, one after the other; `bench/README.md` records them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from imgfeat.config import FeaturizeConfig, SparkConfig, load_config
+from imgfeat.decode import decode_image
+from imgfeat.errors import ConfigError
+from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
+from imgfeat.featurizers.backbone import build_network
+from imgfeat.runs import featurize_run, featurizer_spec
+from imgfeat.samples import write_bench_photos
+
+#: Stages that `--skip` can leave out (the Spark job is what the ratios need).
+STAGES = ("decode", "model", "loop", "spark", "naive", "udf")
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one bench run measures; the defaults are what `make bench` runs."""
+
+    n: int = 2000
+    seed: int = 0
+    out: Path = Path("bench/out")
+    master: str | None = None  # None: local[<cores>]
+    overrides: tuple[str, ...] = ()  # featurize config `--set`s for the Spark job
+    loop_batch: int = 64
+    naive_batch: int = 10
+    udf_batch: int = 64
+    decode_sample: int = 200  # images timed by the decode micro-benchmark
+    compile: bool = False  # also time torch.compile (minutes of compiling on 2 cores)
+    skip: tuple[str, ...] = ()
+
+
+class Report:
+    """Prints each figure as it is measured and keeps them for the JSON record."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.figures: dict[str, Any] = {}
+        self._emit = emit
+
+    def add(self, name: str, value: Any, fmt: str = "{}") -> None:
+        self.figures[name] = value
+        self._emit(f"{name}: {fmt.format(value)}")
+
+
+def cores() -> int:
+    return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------- the run
+def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: Any = None) -> dict[str, Any]:
+    """Measure everything `opts` asks for; returns the figures (also written as JSON).
+
+    `spark`: an existing session to use (tests); default a local one with
+    `opts.master` (default `local[<cores>]`).
+    """
+    unknown = sorted(set(opts.skip) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"bench: unknown stage(s) to skip {unknown}; known: {', '.join(STAGES)}")
+    report = Report(emit)
+    started = time.monotonic()
+    report.add("machine", _machine())
+    report.add("load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+    (photos, extra), seconds = _timed(lambda: bench_photos(opts.out, opts.n, opts.seed))
+    mb = sum(p.stat().st_size for p in photos) / 1e6
+    report.add("images", f"{len(photos)} JPEG q90, 640x480..1600x1200, {mb:.0f} MB (+{len(extra)} for the rerun)")
+    report.add("photos ready s", seconds, "{:.1f}")
+
+    work = opts.out / "run"
+    shutil.rmtree(work, ignore_errors=True)
+    inputs = work / "input"
+    _link(photos, inputs)
+    cfg = load_config(
+        FeaturizeConfig, None, ["tracking.enabled=false", *opts.overrides], input=str(inputs), table=str(work / "table")
+    )
+    spec = featurizer_spec(cfg)
+    report.add("featurizer", f"{spec.name} (fold_bn={spec.fold_bn}, batch {cfg.featurizer.batch_size})")
+    _read_all(photos)  # page cache warm for everyone alike
+
+    if "decode" not in opts.skip:
+        decode_figures(report, photos[: opts.decode_sample], spec)
+    if "model" not in opts.skip:
+        model_figures(report, photos[: opts.loop_batch], spec, opts.loop_batch, opts.compile)
+
+    sampler = RssSampler()
+    with sampler:
+        if "loop" not in opts.skip:
+            with sampler.measure("loop", own=True):
+                seconds = tuned_loop(photos, spec, work / "loop.parquet", opts.loop_batch)
+            report.add("loop img/s", len(photos) / seconds, "{:.1f}")
+            report.add("loop peak RSS MiB", sampler.peak("loop"), "{:.0f}")
+
+        if spark is None:
+            spark, seconds = _timed(lambda: _session(opts.master))
+            report.add("spark session start s", seconds, "{:.1f}")
+        report.add("spark master", f"{spark.sparkContext.master} (task cpus {spark.conf.get('spark.task.cpus', '1')})")
+
+        if "spark" not in opts.skip:
+            spark_figures(report, sampler, spark, cfg, photos, extra, work)
+        if "naive" not in opts.skip:
+            with sampler.measure("naive"):
+                seconds = naive_udf(spark, str(inputs), spec, str(work / "naive.parquet"), opts.naive_batch)
+            report.add("naive udf img/s", len(photos) / seconds, "{:.1f}")
+            report.add("naive udf worker peak RSS MiB", sampler.peak("naive"), "{:.0f}")
+        if "udf" not in opts.skip:
+            with sampler.measure("udf"):
+                seconds = predict_batch(spark, str(inputs), spec, str(work / "udf.parquet"), opts.udf_batch)
+            report.add("predict_batch_udf img/s", len(photos) / seconds, "{:.1f}")
+            report.add("predict_batch_udf worker peak RSS MiB", sampler.peak("udf"), "{:.0f}")
+
+    _ratios(report)
+    report.add("bench wall s", time.monotonic() - started, "{:.0f}")
+    report.add("load average at end", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    spark_rate, loop_rate = report.figures.get("spark job img/s"), report.figures.get("loop img/s")
+    if spark_rate and loop_rate:
+        report.add("spark/loop ratio", spark_rate / loop_rate, "{:.2f}")
+    (opts.out / f"results-n{opts.n}-s{opts.seed}.json").write_text(json.dumps(report.figures, indent=1))
+    return report.figures
+
+
+def _ratios(report: Report) -> None:
+    f = report.figures
+    spark = f.get("spark job img/s")
+    for name, key in (("naive", "naive udf img/s"), ("predict_batch_udf", "predict_batch_udf img/s")):
+        if spark and f.get(key):
+            report.add(f"spark/{name} ratio", spark / f[key], "{:.2f}")
+
+
+# ------------------------------------------------------------------ inputs
+def bench_photos(out: Path, n: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """`n` benchmark photos plus 1 % more (at least one) for the incremental rerun.
+
+    Cached under `out/photos-n<n>-s<seed>`: made once (about 30 img/s on two
+    cores), reused by later runs. A `COMPLETE` marker guards against a cache
+    left half-written by an interrupted run.
+    """
+    if n < 1:
+        raise ConfigError(f"bench: n must be >= 1, got {n}")
+    extra = max(1, round(n / 100))
+    folder = Path(out) / f"photos-n{n}-s{seed}"
+    marker = folder / "COMPLETE"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        write_bench_photos(folder, n + extra, seed=seed)
+        marker.write_text(f"{n + extra} images, seed {seed}\n")
+    paths = sorted(folder.glob("bench_*.jpg"))
+    if len(paths) != n + extra:
+        raise RuntimeError(f"{folder} holds {len(paths)} photos, expected {n + extra}: delete it and rerun")
+    return paths[:n], paths[n:]
+
+
+def _link(paths: Sequence[Path], dest: Path) -> None:
+    """Put `paths` in `dest` without copying bytes (hard links keep size and mtime)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        try:
+            os.link(p, dest / p.name)
+        except OSError:  # another file system
+            shutil.copy2(p, dest / p.name)
+
+
+def _read_all(paths: Sequence[Path]) -> None:
+    for p in paths:
+        p.read_bytes()
+
+
+# ------------------------------------------------------- micro-benchmarks
+def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) -> None:
+    """Decode alone, one thread: PIL at full size vs JPEG draft mode (both via `decode_image`)."""
+    data = [p.read_bytes() for p in paths]
+    big = sum(1 for d in data if min(_jpeg_size(d)) > 2 * spec.input_size)
+    full = _rate(lambda: [decode_image(d) for d in data], len(data))
+    draft = _rate(lambda: [decode_image(d, draft_size=spec.resize_size) for d in data], len(data))
+    report.add("decode sample", f"{len(data)} photos, {big} larger than 2x the {spec.input_size}px input")
+    report.add("decode full img/s", full, "{:.1f}")
+    report.add("decode draft img/s", draft, "{:.1f}")
+    report.add("decode draft/full ratio", draft / full, "{:.2f}")
+
+
+def model_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec, batch: int, compile: bool) -> None:
+    """Model alone on one prepared batch, torch threads = cores, best of 3 timed passes.
+
+    eager: NCHW, BatchNorm unfolded; channels_last: the same network in
+    channels_last memory; bn-folded: what workers run (channels_last + folded
+    BatchNorm). The folded embeddings must equal eager's within 1e-4.
+    """
+    torch.set_num_threads(cores())
+    plain = load_featurizer(dataclasses.replace(spec, fold_bn=False))
+    folded = load_featurizer(dataclasses.replace(spec, fold_bn=True))
+    pixels = np.stack([_prepare_path(p, plain) for p in _cycle(paths, batch)])
+    x_cl = plain.to_input(pixels)
+    x_nchw = x_cl.contiguous()
+    nchw_net = build_network(dataclasses.replace(spec, fold_bn=False)).eval()
+    rates = {
+        "eager": _forward_rate(nchw_net, x_nchw),
+        "channels_last": _forward_rate(plain.network, x_cl),
+        "bn-folded": _forward_rate(folded.network, x_cl),
+    }
+    for name, rate in rates.items():
+        report.add(f"model {name} img/s", rate, "{:.1f}")
+    with torch.inference_mode():
+        diff = (folded.network(x_cl) - nchw_net(x_nchw)).abs().max().item()
+    report.add("model bn-folded/eager ratio", rates["bn-folded"] / rates["eager"], "{:.2f}")
+    report.add("model bn-folded/channels_last ratio", rates["bn-folded"] / rates["channels_last"], "{:.2f}")
+    report.add("model bn-folded max abs diff", diff, "{:.2e}")
+    if compile:
+        compiled, seconds = _timed(lambda: _compiled(folded.network, x_cl))
+        report.add("model torch.compile s to compile", seconds, "{:.0f}")
+        report.add("model torch.compile img/s", _forward_rate(compiled, x_cl), "{:.1f}")
+
+
+def _compiled(net: torch.nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    compiled = torch.compile(net)
+    with torch.inference_mode():
+        compiled(x)  # compiles
+    return compiled
+
+
+def _forward_rate(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reps: int = 3) -> float:
+    with torch.inference_mode():
+        net(x)  # warm-up: oneDNN picks its kernels on the first call
+        best = min(_timed(lambda: net(x))[1] for _ in range(reps))
+    return len(x) / best
+
+
+# ------------------------------------------------------ the tuned hand loop
+def tuned_loop(paths: Sequence[Path], spec: FeaturizerSpec, dest: Path, batch: int = 64) -> float:
+    """The bar to beat: one process, torch threads = cores, draft decode in a
+    thread pool of `cores` threads preparing batch i+1 while the model runs
+    batch i, `inference_mode`, the same featurizer; writes Parquet. Returns seconds.
+    """
+    started = time.monotonic()
+    torch.set_num_threads(cores())
+    model = load_featurizer(spec)
+    chunks = [list(paths[i : i + batch]) for i in range(0, len(paths), batch)]
+    vectors: list[np.ndarray] = []
+    with ThreadPoolExecutor(cores()) as pool:
+        ahead = _submit(pool, chunks[0], model)
+        for i in range(len(chunks)):
+            ready = np.stack([f.result() for f in ahead])
+            ahead = _submit(pool, chunks[i + 1], model) if i + 1 < len(chunks) else []
+            vectors.extend(model.embed(ready))
+    embedding = pa.array(vectors, type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"path": [str(p) for p in paths], "embedding": embedding}), dest)
+    return time.monotonic() - started
+
+
+def _submit(pool: ThreadPoolExecutor, chunk: list[Path], model: Featurizer) -> list[Future[np.ndarray]]:
+    return [pool.submit(_prepare_path, p, model) for p in chunk]
+
+
+def _prepare_path(path: Path, model: Featurizer) -> np.ndarray:
+    decoded = decode_image(path.read_bytes(), draft_size=model.spec.resize_size)
+    if decoded.image is None:
+        raise ValueError(f"{path}: {decoded.error}")
+    return model.prepare(decoded.image)
+
+
+# -------------------------------------------------------- the Spark job
+def spark_figures(
+    report: Report, sampler: RssSampler, spark: Any, cfg: FeaturizeConfig,
+    photos: Sequence[Path], extra: Sequence[Path], work: Path,
+) -> None:
+    """imgfeat's featurize job to a fresh Delta table, then the rerun with 1 % new files."""
+    with sampler.measure("spark"):
+        summary, seconds = _timed(lambda: featurize_run(cfg, spark))
+    if summary.counts != {"ok": len(photos)}:
+        raise RuntimeError(f"featurize job: expected {len(photos)} ok rows, got {summary.counts}")
+    report.add("spark job s", seconds, "{:.1f}")
+    report.add("spark job img/s", len(photos) / seconds, "{:.1f}")
+    report.add("spark job worker peak RSS MiB", sampler.peak("spark"), "{:.0f}")
+    report.add("spark job workers' total peak RSS MiB", sampler.peak("spark", total=True), "{:.0f}")
+    loop_file = work / "loop.parquet"
+    if loop_file.exists():
+        report.add("spark vs loop max abs diff", _max_diff(cfg.table, loop_file), "{:.2e}")
+
+    _link(extra, Path(cfg.input))
+    again, incr = _timed(lambda: featurize_run(cfg, spark))
+    if again.counts != {"ok": len(extra)}:
+        raise RuntimeError(f"incremental rerun: expected {len(extra)} ok rows, got {again.counts}")
+    report.add(f"incremental rerun s ({len(extra)} new of {len(photos) + len(extra)})", incr, "{:.2f}")
+    report.add("incremental/full ratio", incr / seconds, "{:.3f}")
+    _, idle = _timed(lambda: featurize_run(cfg, spark))
+    report.add("rerun with nothing new s", idle, "{:.2f}")
+
+
+def _max_diff(table: str, loop_file: Path) -> float:
+    from deltalake import DeltaTable
+
+    rows = DeltaTable(table).to_pyarrow_table(columns=["path", "embedding"]).to_pylist()
+    spark_by_name = {Path(r["path"]).name: r["embedding"] for r in rows}
+    loop = pq.read_table(loop_file).to_pylist()
+    return max(
+        float(np.abs(np.asarray(spark_by_name[Path(r["path"]).name]) - np.asarray(r["embedding"])).max())
+        for r in loop
+    )
+
+
+# -------------------------------------------------------- Spark baselines
+def naive_udf(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: int = 10) -> float:
+    """What is commonly shipped: a scalar pandas UDF over binaryFile `content`,
+    Arrow batches of `batch` rows, the model rebuilt for every batch, full-size
+    decode, NCHW eager, torch's default threads. Returns seconds.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    plain = dataclasses.replace(spec, fold_bn=False)
+    resize = Featurizer(plain)  # preprocessing only: same resize and crop as imgfeat
+
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def embed(contents: Any) -> Any:
+        import pandas as pd
+        from PIL import Image
+
+        net = build_network(plain).eval()
+        images = [resize.prepare(Image.open(io.BytesIO(c)).convert("RGB")) for c in contents]
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+        mean, std = torch.tensor(plain.mean).view(1, 3, 1, 1), torch.tensor(plain.std).view(1, 3, 1, 1)
+        with torch.no_grad():
+            out = net((x - mean) / std)
+        return pd.Series(list(out.numpy()))
+
+    frame = spark.read.format("binaryFile").load(inputs)
+    with _conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(batch)):
+        _, seconds = _timed(lambda: frame.select("path", embed("content").alias("embedding")).write.mode("overwrite").parquet(dest))
+    return seconds
+
+
+def predict_batch(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: int = 64) -> float:
+    """`pyspark.ml.functions.predict_batch_udf` over binaryFile `content`: its
+    per-worker model cache, the same featurizer and draft decode as imgfeat,
+    decode done in the predict function (not overlapped). Returns seconds.
+    """
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import types as T
+
+    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
+        model = load_featurizer(spec)
+
+        def predict(contents: np.ndarray) -> np.ndarray:
+            images = [decode_image(c, draft_size=spec.resize_size).image for c in contents]
+            return model.embed(np.stack([model.prepare(im) for im in images]))
+
+        return predict
+
+    udf = predict_batch_udf(make_predict_fn, return_type=T.ArrayType(T.FloatType()), batch_size=batch)
+    frame = spark.read.format("binaryFile").load(inputs)
+    _, seconds = _timed(lambda: frame.select("path", udf("content").alias("embedding")).write.mode("overwrite").parquet(dest))
+    return seconds
+
+
+class _conf:
+    """Set a runtime Spark conf for a block, then restore it."""
+
+    def __init__(self, spark: Any, key: str, value: str) -> None:
+        self.spark, self.key, self.value = spark, key, value
+
+    def __enter__(self) -> None:
+        self.old = self.spark.conf.get(self.key, None)
+        self.spark.conf.set(self.key, self.value)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is None:
+            self.spark.conf.unset(self.key)
+        else:
+            self.spark.conf.set(self.key, self.old)
+
+
+def _session(master: str | None) -> Any:
+    from imgfeat.session import get_spark
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this venv
+    spark = get_spark(SparkConfig(master=master or f"local[{cores()}]", app_name="imgfeat-bench"))
+    spark.range(1).count()  # the JVM and its first job are start-up, not the job's time
+    return spark
+
+
+# ----------------------------------------------------------------- memory
+class RssSampler:
+    """Samples, every 0.2 s, the RSS of this process and of its Python
+    descendants (Spark's Python workers), keeping the peak per measured block.
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self._peaks: dict[str, tuple[float, float]] = {}  # name -> (max one, max total)
+        self._active: tuple[str, bool] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="imgfeat-bench-rss", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def measure(self, name: str, own: bool = False) -> "_Block":
+        return _Block(self, name, own)
+
+    def peak(self, name: str, total: bool = False) -> float:
+        one, whole = self._peaks.get(name, (0.0, 0.0))
+        return (whole if total else one) / _MIB
+
+    def _loop(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval):
+            active = self._active
+            if active is None:
+                continue
+            name, own = active
+            if own:
+                sizes = [me.memory_info().rss]
+            else:
+                sizes = [_rss(p) for p in me.children(recursive=True) if _is_python_worker(p)]
+            one, whole = self._peaks.get(name, (0.0, 0.0))
+            self._peaks[name] = (max(one, max(sizes, default=0)), max(whole, sum(sizes)))
+
+
+@dataclass
+class _Block:
+    sampler: RssSampler
+    name: str
+    own: bool
+
+    def __enter__(self) -> None:
+        self.sampler._active = (self.name, self.own)
+
+    def __exit__(self, *exc: object) -> None:
+        self.sampler._active = None
+
+
+def _is_python_worker(proc: Any) -> bool:
+    try:
+        return "pyspark" in " ".join(proc.cmdline()) and "java" not in proc.name()
+    except Exception:  # the worker exited between listing and reading
+        return False
+
+
+def _rss(proc: Any) -> int:
+    try:
+        return proc.memory_info().rss
+    except Exception:
+        return 0
+
+
+# ----------------------------------------------------------------- helpers
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def _rate(fn: Callable[[], Any], count: int, reps: int = 2) -> float:
+    """Items per second of `fn`, best of `reps` runs (other load only slows a run down)."""
+    return count / min(_timed(fn)[1] for _ in range(reps))
+
+
+def _cycle(paths: Sequence[Path], count: int) -> Iterator[Path]:
+    return (paths[i % len(paths)] for i in range(count))
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{cpu}, {cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )

@@ -1,0 +1,1 @@
+"""Operator scripts (not shipped in the wheel): `cluster.py` runs a local Spark standalone cluster."""

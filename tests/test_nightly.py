@@ -1,0 +1,139 @@
+"""The nightly job: idempotent reruns, retrain threshold, the table lock, the bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from deltalake import DeltaTable
+from PIL import Image
+
+from imgfeat import nightly
+from imgfeat.cli import build_parser, main
+from imgfeat.config import NightlyConfig, RetrainPolicy, load_config
+from imgfeat.errors import ConflictError
+from imgfeat.runs import nightly_run
+from imgfeat.samples import write_labeled_photos
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _nightly_cfg(tmp: Path, images: Path, *sets: str) -> NightlyConfig:
+    return load_config(
+        NightlyConfig,
+        REPO / "conf" / "nightly.yaml",
+        [
+            f"featurize.table={tmp / 'emb'}",
+            f"score.output={tmp / 'scores'}",
+            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+            "featurize.featurizer.batch_size=8",
+            "train.baselines.linear=false",
+            "train.baselines.raw_pixels=false",
+            *sets,
+        ],
+        **{"featurize.input": str(images)},
+    )
+
+
+def _versions(model_name: str, uri: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    return sorted(v.version for v in MlflowClient(uri, uri).search_model_versions(f"name = '{model_name}'"))
+
+
+@pytest.mark.slow
+def test_nightly_twice_adds_nothing_and_new_rows_below_threshold_do_not_retrain(spark, tmp_path):
+    images = write_labeled_photos(tmp_path / "images", per_class=6)
+    n = len(list(images.rglob("*.jpg")))
+    cfg = _nightly_cfg(tmp_path, images, "retrain.min_new_rows=1000", "retrain.min_new_fraction=0.5")
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    first = nightly_run(cfg, spark=spark)
+    assert first.featurize.committed and first.featurize.counts == {"ok": n}
+    assert first.retrained == "no model trained by the nightly job yet" and first.train is not None
+    assert first.score.counts == {"ok": n} and first.score.model_version == first.train.model_version
+    assert _versions("imgfeat", db) == [first.train.model_version]
+    emb_version = DeltaTable(str(tmp_path / "emb")).version()
+    scores_version = DeltaTable(str(tmp_path / "scores")).version()
+
+    second = nightly_run(cfg, spark=spark)
+    assert not second.featurize.committed and second.featurize.featurized == 0
+    assert second.new_rows == 0 and second.train is None and second.score is None
+    assert set(second.skipped) == {"train", "score"}
+    assert DeltaTable(str(tmp_path / "emb")).version() == emb_version
+    assert DeltaTable(str(tmp_path / "scores")).version() == scores_version
+    assert _versions("imgfeat", db) == [first.train.model_version]
+    assert not (tmp_path / "emb" / nightly.LOCK_NAME).exists()
+
+    # Two new images: 2 < 1000 rows and 2/n < 50%: no retrain, but they get scored.
+    for i, src in enumerate(sorted((images / "brick").glob("*.jpg"))[:2]):
+        Image.open(src).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images / "brick" / f"new_{i}.jpg")
+    third = nightly_run(cfg, spark=spark)
+    assert third.featurize.counts == {"ok": 2} and third.new_rows == 2
+    assert third.train is None and "2 new ok rows" in third.skipped["train"]
+    assert third.score.model_version == first.train.model_version and third.score.counts == {"ok": n + 2}
+    scored = DeltaTable(str(tmp_path / "scores")).to_pyarrow_table(columns=["path"]).column("path").to_pylist()
+    assert len(scored) == len(set(scored)) == n + 2
+    assert _versions("imgfeat", db) == [first.train.model_version]
+
+
+def test_retrain_rule():
+    policy = RetrainPolicy(min_new_rows=100, min_new_fraction=0.1)
+    trained = nightly.Trained(table_version=3, rows=500, model="models:/m/1")
+    assert nightly.retrain_reason(None, 0, policy) == "no model trained by the nightly job yet"
+    assert nightly.retrain_reason(trained, 0, policy) is None
+    assert nightly.retrain_reason(trained, 49, policy) is None
+    assert "10.0% of 500" in nightly.retrain_reason(trained, 50, policy)
+    assert "min_new_rows 100" in nightly.retrain_reason(trained, 100, RetrainPolicy(min_new_rows=100, min_new_fraction=None))
+    assert nightly.retrain_reason(trained, 99, RetrainPolicy(min_new_rows=100, min_new_fraction=None)) is None
+
+
+def test_nightly_refused_while_the_lock_is_held(tmp_path, capsys):
+    table = tmp_path / "emb"
+    with nightly.table_lock(str(table), "other-run", "imgfeat nightly", stale_after_hours=12):
+        code = main(["nightly", "--config", str(REPO / "conf" / "nightly.yaml"),
+                     "--input", str(tmp_path), "--table", str(table)])
+        held = json.loads((table / nightly.LOCK_NAME).read_text())
+    err = capsys.readouterr().err
+    assert code == 3
+    assert re.search(rf"held by pid {os.getpid()} on {re.escape(socket.gethostname())} since .*other-run", err)
+    assert held["run_id"] == "other-run"  # the refused run left the lock alone
+    assert sorted(p.name for p in table.iterdir()) == []  # and wrote nothing; the lock is released
+
+
+def _write_lock(table: Path, **owner) -> None:
+    table.mkdir(parents=True, exist_ok=True)
+    base = {"run_id": "old", "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time(), "command": "x"}
+    (table / nightly.LOCK_NAME).write_text(json.dumps({**base, **owner}))
+
+
+def test_stale_locks_are_taken_over_live_ones_are_not(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cases = {
+        "dead pid, this host": ({"pid": dead.pid}, True),
+        "other host, old": ({"host": "elsewhere", "started_at": time.time() - 13 * 3600}, True),
+        "other host, recent": ({"host": "elsewhere"}, False),
+        "live pid, this host, old": ({"started_at": time.time() - 13 * 3600}, True),
+        "live pid, this host": ({}, False),
+    }
+    for i, (case, (owner, taken)) in enumerate(cases.items()):
+        table = tmp_path / f"t{i}"
+        _write_lock(table, **owner)
+        if taken:
+            with nightly.table_lock(str(table), "new", "imgfeat nightly", stale_after_hours=12) as me:
+                assert json.loads((table / nightly.LOCK_NAME).read_text())["run_id"] == me.run_id == "new", case
+            assert not (table / nightly.LOCK_NAME).exists(), case
+        else:
+            with pytest.raises(ConflictError, match="held by"):
+                with nightly.table_lock(str(table), "new", "imgfeat nightly", stale_after_hours=12):
+                    pass
+            assert json.loads((table / nightly.LOCK_NAME).read_text())["run_id"] == "old", case
