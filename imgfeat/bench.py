@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -342,8 +343,7 @@ def naive_udf(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: i
     resize = Featurizer(plain)  # preprocessing only: same resize and crop as imgfeat
 
     @F.pandas_udf(T.ArrayType(T.FloatType()))
-    def embed(contents: Any) -> Any:
-        import pandas as pd
+    def embed(contents: pd.Series) -> pd.Series:
         from PIL import Image
 
         net = build_network(plain).eval()

@@ -23,7 +23,6 @@ Command = Callable[[argparse.Namespace], int]
 
 def _featurize(args: argparse.Namespace) -> int:
     from imgfeat.config import FeaturizeConfig, load_config
-    from imgfeat.runs import featurize_run
 
     cfg = load_config(
         FeaturizeConfig,
@@ -33,6 +32,8 @@ def _featurize(args: argparse.Namespace) -> int:
         table=args.table,
         **{"featurizer.name": args.featurizer, "featurizer.weights": args.weights},
     )
+    from imgfeat.runs import featurize_run  # torch, Spark: only once the config is good
+
     summary = featurize_run(cfg)
     print(summary.line(), flush=True)
     _write_summary(args.summary_json, summary.as_dict())
@@ -185,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImgfeatError as exc:
         if args.debug:
             raise
-        print(f"imgfeat: error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"imgfeat: error: {message}", file=sys.stderr)  # one line, whatever the cause wrote
         return exc.exit_code
 
 

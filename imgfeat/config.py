@@ -60,6 +60,10 @@ class FeaturizerConfig(Section):
     fold_bn: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    dim: int | None = Field(
+        None, ge=1, description="Reduce to this many dims with a PCA basis fitted once and kept with the table."
+    )
+    pca_sample: int = Field(5000, ge=2, description="Images the PCA basis is fitted on.")
 
 
 class ReadConfig(Section):

@@ -25,8 +25,12 @@ same schema, partitioning and merge key, so the table is the same either way.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import pyarrow as pa
@@ -41,6 +45,10 @@ from imgfeat.session import has_spark_delta
 from imgfeat.sources import local_path
 
 STAGING_DIR = "_imgfeat_staging"
+#: How often a delta-rs merge that lost a commit race is run again on the new version.
+MERGE_ATTEMPTS = 1
+#: Staging folders older than this belong to dead runs and are removed by the next run.
+STALE_STAGING_SECONDS = 24 * 3600
 #: Prefix of the keys imgfeat puts in a commit's metadata.
 META_PREFIX = "imgfeat."
 
@@ -198,6 +206,43 @@ def remove_staging(staged: str) -> None:
             fs.rm(path, recursive=True)
 
 
+def remove_stale_staging(table: str, max_age_seconds: float = STALE_STAGING_SECONDS) -> list[str]:
+    """Remove the staging folders of runs that died before committing (local
+    tables; a live run's folder is younger than a day). Returns their run ids."""
+    local = local_path(f"{table.rstrip('/')}/{STAGING_DIR}")
+    if local is None or not os.path.isdir(local):
+        return []
+    cutoff = time.time() - max_age_seconds
+    stale = [e for e in os.scandir(local) if e.is_dir(follow_symlinks=False) and e.stat().st_mtime < cutoff]
+    for entry in stale:
+        shutil.rmtree(entry.path, ignore_errors=True)
+    return [e.name for e in stale]
+
+
+def check_writable(table: str) -> None:
+    """Fail fast, before any Spark work, when a local table path cannot be a
+    table: a file, a folder of other things, or a place this user cannot write.
+    Remote stores are checked by their first write."""
+    from deltalake import DeltaTable
+
+    local = local_path(table)
+    if local is None:
+        return
+    path = Path(local).absolute()
+    if path.is_dir() and not DeltaTable.is_deltatable(str(path)):
+        others = sorted(p.name for p in path.iterdir() if not p.name.startswith(("_", ".")))
+        if others:
+            raise InputError(f"table path {table} is a folder that is not a Delta table (holds {others[0]!r})")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"table path {table} is not writable: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".imgfeat-write-check-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"table path {table} is not writable: {exc.strerror} in {existing}") from None
+
+
 def run_metadata(spark: SparkSession, table: str, version: int) -> dict[str, str]:
     """The `imgfeat.*` metadata recorded in the commit of `version`."""
     if has_spark_delta(spark):
@@ -234,7 +279,7 @@ def _merge_predicate(contract: Contract, partition: str) -> str:
 def _commit_deltars(
     staged: str, table: str, partition: str, run_id: str, meta: dict[str, str], contract: Contract
 ) -> Commit:
-    from deltalake import CommitProperties, Transaction, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
 
     app_id = f"imgfeat-run-{run_id}"
@@ -244,37 +289,49 @@ def _commit_deltars(
     if rows == 0:
         return Commit(None if dt is None else dt.version(), False, "delta-rs")
     if dt is None:
+        # No commit retries for the create: delta-rs would rebase a create that
+        # lost the race for version 0 onto the winner's table as a blind append,
+        # duplicating every row both runs staged. Failing, it merges instead.
+        create = CommitProperties(
+            custom_metadata=meta, app_transactions=[Transaction(app_id, 1)], max_commit_retries=0
+        )
         try:
             write_deltalake(
-                table, reader, mode="error", partition_by=list(contract.partition_by), commit_properties=props
+                table, reader, mode="error", partition_by=list(contract.partition_by), commit_properties=create
             )
             return Commit(_deltars_table(table).version(), True, "delta-rs")
         except (DeltaError, OSError):
             dt = _deltars_table(table)  # another run created it first: merge into it
             if dt is None:
                 raise
-            reader, _ = _staged_reader(staged, contract.arrow_schema)
-    if dt.transaction_version(app_id) is not None:  # this run already landed (retried call)
-        return Commit(dt.version(), False, "delta-rs")
-    try:
-        (
-            dt.merge(
-                reader,
-                predicate=_merge_predicate(contract, partition),
-                source_alias="s",
-                target_alias="t",
-                commit_properties=props,
+    for _ in range(MERGE_ATTEMPTS):
+        if dt.transaction_version(app_id) is not None:  # this run already landed (retried call)
+            return Commit(dt.version(), False, "delta-rs")
+        reader, _ = _staged_reader(staged, contract.arrow_schema)
+        try:
+            (
+                dt.merge(
+                    reader,
+                    predicate=_merge_predicate(contract, partition),
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=props,
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-    except CommitFailedError as exc:
-        raise ConflictError(
-            f"another run committed to {table} at the same time; this run wrote nothing "
-            f"(re-run to add its images): {exc}"
-        ) from None
-    return Commit(dt.version(), True, "delta-rs")
+            return Commit(dt.version(), True, "delta-rs")
+        except CommitFailedError as exc:
+            # A concurrent commit touched our partition. The merge is a pure
+            # function of the staged rows and the table, so running it again on
+            # the new version is exactly what a rerun would do, minus featurizing.
+            lost = str(exc).strip().splitlines()[0]
+            dt = DeltaTable(table)
+    raise ConflictError(
+        f"other runs kept committing to {table}; this run wrote nothing after "
+        f"{MERGE_ATTEMPTS} merge attempts (re-run to add its images): {lost}"
+    )
 
 
 # -------------------------------------------------------------- Spark Delta

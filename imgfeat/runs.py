@@ -19,10 +19,10 @@ from typing import Sequence
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, nightly, sources, tracking
+from imgfeat import delta, faults, nightly, reduce, sources, tracking
 from imgfeat.config import FeaturizeConfig, NightlyConfig, ScoreConfig, TrainConfig, dump_config
 from imgfeat.errors import ConfigError, InputError
-from imgfeat.featurize import WorkerOptions, featurize_listing
+from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.session import get_spark
 from imgfeat.train import TrainResult, join_columns, read_source, resolve_spec
@@ -47,6 +47,7 @@ class FeaturizeSummary:
     writer: str = ""
     seconds: float = 0.0
     model_loads: int = 0
+    worker_peak_rss_mib: float = 0.0  # largest peak RSS of a Python worker task; 0 = nothing ran
 
     @property
     def featurized(self) -> int:
@@ -63,6 +64,7 @@ class FeaturizeSummary:
             f"featurize: {self.featurized} images ({by_status}); {self.skipped} unchanged skipped; "
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} img/s; "
             f"table {self.table} {landed} [{self.writer}]"
+            + (f"; worker peak RSS {self.worker_peak_rss_mib:.0f} MiB" if self.worker_peak_rss_mib else "")
         )
 
     def as_dict(self) -> dict:
@@ -96,8 +98,12 @@ def featurize_run(
     """
     if not cfg.input:
         raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    # What can be checked cheaply fails here, before Spark or MLflow start.
+    sources.check_input(cfg.input, cfg.read.extensions)
+    delta.check_writable(cfg.table)
+    spec = featurizer_spec(cfg)
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}) as tracked:
-        summary = _featurize(cfg, spark, run_id or tracked)
+        summary = _featurize(cfg, spec, spark, run_id or tracked)
         if tracked:
             tracking.log_params(dump_config(cfg))
             tracking.set_tags(
@@ -122,11 +128,13 @@ def featurize_run(
     return summary
 
 
-def _featurize(cfg: FeaturizeConfig, spark: SparkSession | None, run_id: str | None) -> FeaturizeSummary:
+def _featurize(
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession | None, run_id: str | None
+) -> FeaturizeSummary:
     spark = spark or get_spark(cfg.spark)
-    spec = featurizer_spec(cfg)
     run_id = run_id or uuid.uuid4().hex
     started = time.monotonic()
+    delta.remove_stale_staging(cfg.table)
 
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions).cache()
     listed = listing.count()
@@ -134,12 +142,18 @@ def _featurize(cfg: FeaturizeConfig, spark: SparkSession | None, run_id: str | N
         raise InputError(
             f"no images under {cfg.input} (extensions: {', '.join(cfg.read.extensions)})"
         )
+    if cfg.featurizer.dim:
+        spec = reduce.ensure_basis(
+            listing, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, worker_options(cfg)
+        )
     todo = sources.only_new(listing, delta.existing_keys(spark, cfg.table, spec.fingerprint))
     log.warning("imgfeat: %d images listed under %s; featurizing what is new with %s", listed, cfg.input, spec.name)
 
     loads = spark.sparkContext.accumulator(0)
+    peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
     rows = featurize_listing(
-        todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads
+        todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
+        peak_rss=peak_rss,
     ).withColumn("run_id", F.lit(run_id)).withColumn("featurized_at", F.current_timestamp())
     staged = delta.stage(rows, cfg.table, run_id)
     counts = delta.staged_counts(staged)
@@ -151,7 +165,9 @@ def _featurize(cfg: FeaturizeConfig, spark: SparkSession | None, run_id: str | N
         listed=listed,
         skipped=listed - sum(counts.values()),
         counts=counts,
+        worker_peak_rss_mib=round(float(peak_rss.value), 1),
     )
+    faults.die_once(faults.KILL_BEFORE_COMMIT)  # test hook: a no-op unless its variable is set
     result = delta.commit(
         spark,
         staged,

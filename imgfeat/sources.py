@@ -1,7 +1,8 @@
 """Sources: which images exist, which of them are new, and how a worker reads one.
 
 Owns: listing image files under a URI with Spark's `binaryFile` source
-(metadata only: path, size, modification time; no bytes), the incremental
+(metadata only: path, size, modification time; no bytes; zero-byte files,
+which Spark's scans skip, are added back), the incremental
 filter against what the table already holds, and reading one file's bytes
 inside a worker. Must not: decode or featurize.
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+from urllib.parse import unquote, urlsplit
 
+import pandas as pd
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imgfeat.errors import InputError, Status
@@ -44,11 +47,78 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Dat
         frame = reader.load(uri)
     except AnalysisException as exc:
         raise InputError(f"input not found or unreadable: {uri} ({_first_line(exc)})") from None
-    return frame.select(
+    listing = frame.select(
         F.col("path"),
         F.col("modificationTime").alias("modification_time"),
         F.col("length"),
     ).where(F.lower(F.col("path")).rlike(pattern))
+    return listing.unionByName(_empty_files(frame, pattern))
+
+
+def _empty_files(frame: DataFrame, pattern: str) -> DataFrame:
+    """The zero-byte image files under `frame`'s location, as listing rows.
+
+    Spark's file index lists them but its scans skip them (only non-empty
+    files get a split), so binaryFile never returns them and they would get
+    no row. They are the index's files (`inputFiles`, kept in the JVM) that
+    the scan did not return; a worker stats each (usually none) so its row
+    has the same key on every run. Lazy, like the scan.
+    """
+    spark = frame.sparkSession
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    files = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(frame._jdf.inputFiles())
+    strings = jvm.org.apache.spark.sql.Encoders.STRING()
+    index = DataFrame(spark._jsparkSession.createDataset(files, strings).toDF(), spark)
+
+    def canonical(column: Column) -> Column:  # the index says file:///x where the scan says file:/x
+        return F.regexp_replace(column, r"^([A-Za-z][A-Za-z0-9+.-]*):///", "$1:/").alias("uri")
+
+    scanned = frame.select(canonical(F.col("_metadata.file_path")))
+    missing = index.select(canonical(F.col("value"))).where(F.lower("uri").rlike(pattern))
+    schema = "path string, modification_time timestamp, length long"
+    return missing.join(scanned, "uri", "left_anti").mapInPandas(_stat_uris, schema)
+
+
+def _stat_uris(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """URIs → listing rows; a file gone since the listing keeps a null time
+    (its read then fails: a read_error row, not a missing one)."""
+    for batch in batches:
+        paths = [_uri_to_path(u) for u in batch["uri"]]
+        stats = [_stat(p) for p in paths]
+        yield pd.DataFrame(
+            {
+                "path": paths,
+                "modification_time": pd.to_datetime([t for t, _ in stats], utc=True),
+                "length": pd.array([n for _, n in stats], dtype="Int64"),
+            }
+        )
+
+
+def _uri_to_path(uri: str) -> str:
+    """A Spark file URI (`file:/a%20b.jpg`) as Spark's listing writes the path (`file:/a b.jpg`)."""
+    parts = urlsplit(uri)
+    authority = f"//{parts.netloc}" if parts.netloc else ""
+    return f"{parts.scheme}:{authority}{unquote(parts.path)}" if parts.scheme else unquote(uri)
+
+
+def _stat(path: str) -> tuple[pd.Timestamp | None, int]:
+    """(modification time to the millisecond, as Spark lists it; size) of a file, or (None, 0)."""
+    try:
+        local = local_path(path)
+        if local is not None:
+            st = os.stat(local)
+            return pd.Timestamp(st.st_mtime_ns // 1_000_000, unit="ms", tz="UTC"), st.st_size
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(_fsspec_url(path))
+        info = fs.info(key)
+    except (OSError, ValueError):
+        return None, 0
+    stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "created") if info.get(k)), None)
+    if stamp is None:
+        return None, int(info.get("size") or 0)
+    when = pd.Timestamp(stamp, unit="s") if isinstance(stamp, (int, float)) else pd.Timestamp(stamp)
+    return (when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")), int(info.get("size") or 0)
 
 
 def only_new(listing: DataFrame, existing: DataFrame | None) -> DataFrame:
@@ -74,9 +144,13 @@ def read_bytes(path: str) -> bytes:
         return Path(local).read_bytes()
     import fsspec  # remote stores: s3/gs/abfs/hdfs… through their fsspec driver
 
-    url = path.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1)
-    with fsspec.open(url, "rb") as handle:
+    with fsspec.open(_fsspec_url(path), "rb") as handle:
         return handle.read()
+
+
+def _fsspec_url(path: str) -> str:
+    """Hadoop's s3a:// and s3n:// are fsspec's s3://."""
+    return path.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1)
 
 
 def local_path(path: str) -> str | None:
@@ -112,9 +186,11 @@ def check_input(uri: str, extensions: Iterable[str]) -> None:
     if not os.path.isdir(local):
         return
     suffixes = tuple(f".{e}" for e in _normalized(extensions))
-    for _, _, files in os.walk(local, followlinks=True):
+    for root, dirs, files in os.walk(local):
         if any(name.lower().endswith(suffixes) for name in files):
             return
+        if any(os.path.islink(os.path.join(root, d)) for d in dirs):
+            return  # not followed here (loops); the listing decides
     raise InputError(f"no images under {uri} (extensions: {', '.join(_normalized(extensions))})")
 
 

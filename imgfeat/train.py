@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imgfeat import delta
-from imgfeat.config import FeaturizerConfig, SourceConfig, TrainConfig
+from imgfeat.config import FeaturizerConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
@@ -256,8 +256,13 @@ def read_source(spark: SparkSession, src: SourceConfig) -> DataFrame:
     assert src.source is not None
     kind = src.format
     if kind == "auto":
-        is_delta = delta.table_version(spark, src.source) is not None
-        kind = "delta" if is_delta else ("csv" if src.source.lower().endswith(".csv") else "parquet")
+        name = src.source.lower().rstrip("/")
+        if name.endswith(".csv"):
+            kind = "csv"
+        elif name.endswith((".parquet", ".pq")):
+            kind = "parquet"
+        else:
+            kind = "delta" if _is_delta(spark, src.source) else "parquet"
     try:
         if kind == "delta":
             frame = delta.read_table(spark, src.source, contract=None)
@@ -272,6 +277,13 @@ def read_source(spark: SparkSession, src: SourceConfig) -> DataFrame:
     if "path" not in frame.columns:
         raise InputError(f"{src.source} has no `path` column (columns: {', '.join(frame.columns)})")
     return frame
+
+
+def _is_delta(spark: SparkSession, path: str) -> bool:
+    try:
+        return delta.table_version(spark, path) is not None
+    except Exception:  # delta-rs raises OSError for a plain file
+        return False
 
 
 def join_columns(rows: DataFrame, source: DataFrame, columns: Sequence[str], where: str) -> DataFrame:
@@ -326,18 +338,23 @@ def _with_target(rows: DataFrame, task: str, classes: tuple[str, ...], cfg: Trai
         target = mapping[F.col("label").cast("string")]
     else:
         target = F.col("label").cast("double")
-    u = F.pmod(F.xxhash64(F.lit(cfg.split.seed), F.col("content_sha256")), F.lit(1_000_000)) / 1_000_000
-    split = (
-        F.when(u < cfg.split.test, "test")
-        .when(u < cfg.split.test + cfg.split.validation, "validation")
-        .otherwise("train")
-    )
-    out = labeled.withColumn(_LABEL, target).withColumn(_SPLIT, split)
+    out = labeled.withColumn(_LABEL, target).withColumn(_SPLIT, split_column(cfg.split))
     for name in cfg.labels.numeric:
         out = out.withColumn(name, F.col(name).cast("double"))
     for name in cfg.labels.categorical:
         out = out.withColumn(name, F.col(name).cast("string"))
     return out
+
+
+def split_column(split: SplitConfig) -> Column:
+    """train / validation / test from a hash of (seed, content_sha256): the same bytes
+    always land in the same split, whatever their path or the table's row order."""
+    u = F.pmod(F.xxhash64(F.lit(split.seed), F.col("content_sha256")), F.lit(1_000_000)) / 1_000_000
+    return (
+        F.when(u < split.test, "test")
+        .when(u < split.test + split.validation, "validation")
+        .otherwise("train")
+    )
 
 
 def _check_counts(counts: dict[str, int], task: str, cfg: TrainConfig) -> None:
@@ -439,6 +456,7 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> 
     from sklearn.metrics import log_loss, roc_auc_score
 
     labels = list(range(n_classes))
+    proba = proba / proba.sum(axis=1, keepdims=True)  # float32 rows sum to 1 only within 1e-7
     out = {
         "accuracy": float(np.mean(proba.argmax(axis=1) == y)),
         "log_loss": float(log_loss(y, np.clip(proba, 1e-15, 1), labels=labels)),
@@ -473,7 +491,7 @@ def _linear_baseline(data: DataFrame, task: str, classes: Sequence[str], reg_par
         "vector", array_to_vector(F.transform(_FEATURES, lambda x: F.nanvl(x, F.lit(0.0))))
     )
     kind = LogisticRegression if task == "classification" else LinearRegression
-    model = kind(featuresCol="vector", labelCol=_LABEL, regParam=reg_param, maxIter=200).fit(
+    model = kind(featuresCol="vector", labelCol=_LABEL, regParam=reg_param, maxIter=100, tol=1e-4).fit(
         vectors.where(F.col(_SPLIT) == "train")
     )
     return evaluate(model, vectors.where(F.col(_SPLIT) == "test"), task, classes)

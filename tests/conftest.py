@@ -22,7 +22,9 @@ def spark():
 
     session = get_spark(
         SparkConfig(
-            master="local[2]",
+            # 2 cores, and up to 3 attempts per task as on a cluster (plain
+            # local[2] never retries): the worker-kill test needs the retry.
+            master="local[2,3]",
             app_name="imgfeat-tests",
             conf={
                 "spark.sql.shuffle.partitions": "2",

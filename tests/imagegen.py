@@ -225,14 +225,16 @@ def make_odd_images(dir: Path) -> dict[str, Status]:
     return {name: status for name, (_, status) in files.items()}
 
 
-def make_equivalent_pairs(dir: Path) -> list[tuple[str, str]]:
+def make_equivalent_pairs(dir: Path, size: tuple[int, int] = BASE_SIZE) -> list[tuple[str, str]]:
     """Write the same picture stored two ways; return pairs of file names in `dir`.
 
     Decoded, each pair should be near-identical (small mean abs difference),
-    and so should their embeddings.
+    and so should their embeddings — compare those at a `size` above the
+    model's input (e.g. 512x320): a thumbnail is upscaled, JPEG artifacts
+    with it. `size` should be multiples of 16 (JPEG blocks under rotation).
     """
     dir.mkdir(parents=True, exist_ok=True)
-    base = photo()
+    base = photo(size)
     gray = base.convert("L")
     g16 = (np.asarray(gray).astype(np.uint16) * 257).astype(np.uint16)
     rgb8 = np.asarray(base)

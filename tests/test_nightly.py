@@ -46,7 +46,7 @@ def _nightly_cfg(tmp: Path, images: Path, *sets: str) -> NightlyConfig:
 def _versions(model_name: str, uri: str) -> list[str]:
     from mlflow import MlflowClient
 
-    return sorted(v.version for v in MlflowClient(uri, uri).search_model_versions(f"name = '{model_name}'"))
+    return sorted(str(v.version) for v in MlflowClient(uri, uri).search_model_versions(f"name = '{model_name}'"))
 
 
 @pytest.mark.slow

@@ -21,13 +21,14 @@ from imgfeat.featurizers.registry import (
     list_featurizers,
     resolve_featurizer,
 )
-from imgfeat.featurizers.spec import FeaturizerSpec
+from imgfeat.featurizers.spec import FeaturizerSpec, Projection
 
 __all__ = [
     "DEFAULT_FEATURIZER",
     "Featurizer",
     "FeaturizerInfo",
     "FeaturizerSpec",
+    "Projection",
     "list_featurizers",
     "load_featurizer",
     "resolve_featurizer",

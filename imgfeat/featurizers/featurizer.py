@@ -9,13 +9,18 @@ float32), or import Spark.
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
+
 import numpy as np
 import torch
 from PIL import Image
 
 from imgfeat.featurizers.backbone import build_network
 from imgfeat.featurizers.fold import fold_batchnorm
+from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers.spec import FeaturizerSpec
+from imgfeat.featurizers.weights import read_verified
 
 GRAYSCALE_ARCH = "grayscale16"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L"
@@ -113,6 +118,26 @@ class GrayscaleFeaturizer(Featurizer):
         return np.ascontiguousarray(luma.reshape(len(batch), self.spec.dim), dtype=np.float32)
 
 
+class ProjectedFeaturizer(Featurizer):
+    """A featurizer followed by its fitted PCA basis (`spec.projection`)."""
+
+    def __init__(self, spec: FeaturizerSpec, base: Featurizer) -> None:
+        super().__init__(spec)
+        self.base = base
+        with np.load(io.BytesIO(read_verified(spec.projection.location, spec.projection.sha256))) as basis:
+            self._mean = basis["mean"].astype(np.float32)
+            self._components_t = np.ascontiguousarray(basis["components"].T, dtype=np.float32)
+        if self._components_t.shape != (spec.projection.in_dim, spec.dim):
+            raise FeaturizerError(
+                f"PCA basis {spec.projection.location} has shape {self._components_t.shape[::-1]}, "
+                f"expected ({spec.dim}, {spec.projection.in_dim})"
+            )
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        full = self.base.embed(batch)
+        return np.ascontiguousarray((full - self._mean) @ self._components_t, dtype=np.float32)
+
+
 def load_featurizer(spec: FeaturizerSpec, *, device: str = "cpu") -> Featurizer:
     """Build the featurizer for `spec` on `device` (run once per worker process).
 
@@ -121,6 +146,9 @@ def load_featurizer(spec: FeaturizerSpec, *, device: str = "cpu") -> Featurizer:
     prefer), and folds BatchNorm when `spec.fold_bn`, checked on one random
     probe image.
     """
+    if spec.projection is not None:
+        base = load_featurizer(replace(spec, dim=spec.projection.in_dim, projection=None), device=device)
+        return ProjectedFeaturizer(spec, base)
     if spec.arch == GRAYSCALE_ARCH:
         return GrayscaleFeaturizer(spec)
     target = torch.device(device)

@@ -34,6 +34,19 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class Projection:
+    """A fitted linear reduction (PCA) applied after pooling: `(x - mean) @ components.T`.
+
+    The basis is a `.npz` file (`mean`, `components`) stored with the table and
+    identified by its sha256, so every later run projects identically.
+    """
+
+    location: str
+    sha256: str
+    in_dim: int
+
+
+@dataclass(frozen=True)
 class FeaturizerSpec:
     """Everything that decides the numbers a featurizer produces.
 
@@ -58,13 +71,15 @@ class FeaturizerSpec:
     gem_p: float = 3.0
     layers: tuple[int, ...] = (-1,)
     fold_bn: bool = False
+    projection: Projection | None = None
 
     @property
     def fingerprint(self) -> str:
         """sha256 over everything that changes the embedding values.
 
         Includes arch, the weights' identity (their sha256 when known, else the
-        hub tag / seed), preprocessing, pooling (+ p for GeM), layers and dim.
+        hub tag / seed), preprocessing, pooling (+ p for GeM), layers, dim and
+        the PCA basis' sha256 when reduced.
         Excludes `name` (an alias for the rest) and `fold_bn` (folding is exact
         up to float rounding, tested at 1e-4), so folded and unfolded runs share
         rows.
@@ -82,6 +97,7 @@ class FeaturizerSpec:
             "gem_p": self.gem_p if self.pooling == "gem" else None,
             "layers": list(self.layers),
             "dim": self.dim,
+            "projection": self.projection.sha256 if self.projection else None,
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,64 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # 01 · Featurize images into the embeddings table
+# MAGIC
+# MAGIC Lists the images under a Unity Catalog volume, DBFS path or bucket and adds one row per
+# MAGIC image to the embeddings Delta table (schema in the README): exactly what
+# MAGIC `imgfeat featurize` and `spark-submit jobs/featurize.py` do, through the same
+# MAGIC `imgfeat.runs.featurize_run`.
+# MAGIC
+# MAGIC **Incremental, Auto Loader-style.** Each run lists the location again and featurizes only
+# MAGIC files whose (path, size, modification time) are not in the table for this featurizer's
+# MAGIC fingerprint; unchanged files are skipped before any byte is read, a changed file replaces
+# MAGIC its row, and the run lands as one Delta version (none if nothing is new). The table is the
+# MAGIC checkpoint: re-run this notebook (or schedule it) as often as new files arrive. Auto Loader
+# MAGIC (`cloudFiles`) would keep a second copy of that state in a stream checkpoint; for a batch
+# MAGIC job over a volume the listing costs seconds per 100k files and needs no checkpoint to lose.
+# MAGIC
+# MAGIC **Cluster.** Install the wheel as a cluster library (or `%pip` below); the ML runtime has
+# MAGIC torch, mlflow and xgboost. CPU: any ML runtime, `spark.task.cpus` 1 (the featurizer uses
+# MAGIC the task's cores for decoding and torch). **GPU**: a GPU ML runtime (e.g. `15.4.x-gpu-ml-scala2.12`)
+# MAGIC on g4dn/g5 (AWS) or NCasT4 (Azure) workers, with `spark.task.resource.gpu.amount 1` so each
+# MAGIC task owns one GPU (device `auto` picks the task's GPU from Spark's resources; one model per
+# MAGIC GPU per Python worker), `spark.executor.resource.gpu.amount` = GPUs per node, and
+# MAGIC `featurizer.batch_size` 128–256. Keep `spark.python.worker.reuse` on (the default): the model
+# MAGIC stays loaded across tasks.
+
+# COMMAND ----------
+
+# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+
+# COMMAND ----------
+
+dbutils.widgets.text("input", "/Volumes/main/default/images", "Images: volume path, bucket URI or glob")
+dbutils.widgets.text("table", "/Volumes/main/default/lake/embeddings", "Embeddings Delta table")
+dbutils.widgets.text("featurizer", "efficientnet_lite0", "Featurizer (imgfeat featurizers lists them)")
+dbutils.widgets.dropdown("device", "auto", ["auto", "cpu", "cuda"], "Device")
+dbutils.widgets.text("batch_size", "32", "Images per forward pass (GPU: 128-256)")
+dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/featurize.yaml)")
+dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+
+# COMMAND ----------
+
+from imgfeat.config import FeaturizeConfig, load_config
+from imgfeat.runs import featurize_run
+
+w = dbutils.widgets.get
+cfg = load_config(
+    FeaturizeConfig,
+    w("config") or None,
+    input=w("input"),
+    table=w("table"),
+    **{
+        "featurizer.name": w("featurizer"),
+        "featurizer.device": w("device"),
+        "featurizer.batch_size": int(w("batch_size")),
+        "tracking.uri": w("tracking_uri") or None,
+    },
+)
+summary = featurize_run(cfg, spark)
+print(summary.line())
+
+# COMMAND ----------
+
+display(spark.createDataFrame([{"status": k, "rows": v} for k, v in sorted(summary.counts.items())] or [{"status": "nothing new", "rows": 0}]))
