@@ -57,7 +57,7 @@ class FeaturizerConfig(Section):
     pooling: Literal["avg", "max", "avgmax", "gem"] = "avg"
     gem_p: float = 3.0
     layers: tuple[int, ...] = (-1,)
-    fold_bn: bool = False
+    fold_bn: bool = Field(True, description="Fold BatchNorm into convs: same numbers within 1e-4, faster.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
     dim: int | None = Field(
@@ -247,7 +247,11 @@ def load_config(
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. featurizer.batch_size=64")
-        _assign(data, key.strip(), yaml.safe_load(raw) if raw else None)
+        value = yaml.safe_load(raw) if raw else None
+        if value is not None and not isinstance(value, str) and _is_text(cls, key.strip()):
+            value = raw  # a name or hash YAML would read as a number (2024, 000…) stays as typed
+        _assign(data, key.strip(), value)
+    if overrides:
         source = f"{source} + --set"
     for key, value in fields.items():
         if value is not None:
@@ -291,19 +295,35 @@ def _describe(exc: ValidationError, cls: type[BaseModel], source: str) -> str:
         close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f" (valid: {', '.join(valid)})"
         return f"{source}: unknown key {key!r}{hint}"
+    if err["type"] == "string_type" and isinstance(err.get("input"), (int, float)):
+        return f"{source}: {key}: YAML read {err['input']!r} as a number; quote it to keep it as text"
     if err["type"] == "value_error":  # a validator's own message names the keys
         return f"{source}: {key + ': ' if key else ''}{err['msg'].removeprefix('Value error, ')}"
     return f"{source}: {key}: {err['msg']} (got {err.get('input')!r})"
 
 
-def _fields_at(cls: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+def _model_at(cls: type[BaseModel], loc: Sequence[Any]) -> Any:
+    """The section model at `loc` (a path of field names), or None."""
     model: Any = cls
     for part in loc:
         field = model.model_fields.get(str(part)) if hasattr(model, "model_fields") else None
         if field is None or not isinstance(field.annotation, type):
-            return []
+            return None
         model = field.annotation
-    return list(model.model_fields) if hasattr(model, "model_fields") else []
+    return model if hasattr(model, "model_fields") else None
+
+
+def _fields_at(cls: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    model = _model_at(cls, loc)
+    return list(model.model_fields) if model is not None else []
+
+
+def _is_text(cls: type[BaseModel], dotted: str) -> bool:
+    """Whether `dotted` names a `str` (or optional `str`) field of `cls`."""
+    *loc, leaf = dotted.split(".")
+    model = _model_at(cls, loc)
+    field = model.model_fields.get(leaf) if model is not None else None
+    return field is not None and field.annotation in (str, str | None)
 
 
 def dump_config(cfg: BaseModel) -> dict[str, Any]:

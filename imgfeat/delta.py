@@ -46,7 +46,7 @@ from imgfeat.sources import local_path
 
 STAGING_DIR = "_imgfeat_staging"
 #: How often a delta-rs merge that lost a commit race is run again on the new version.
-MERGE_ATTEMPTS = 1
+MERGE_ATTEMPTS = 5
 #: Staging folders older than this belong to dead runs and are removed by the next run.
 STALE_STAGING_SECONDS = 24 * 3600
 #: Prefix of the keys imgfeat puts in a commit's metadata.
