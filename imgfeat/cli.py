@@ -69,14 +69,19 @@ def _write_summary(path: str | None, summary: dict) -> None:
             json.dump(summary, f, indent=1, default=str)
 
 
-def _nightly(args: argparse.Namespace) -> int:
+def nightly_config(args: argparse.Namespace):  # -> NightlyConfig
+    """The config `imgfeat nightly ARGS` runs with (also checks the bundle's task parameters)."""
     from imgfeat.config import NightlyConfig, load_config
-    from imgfeat.runs import NIGHTLY_STEPS, nightly_run
 
-    cfg = load_config(
+    return load_config(
         NightlyConfig, args.config, args.set, **{"featurize.input": args.input, "featurize.table": args.table}
     )
-    summary = nightly_run(cfg, args.step or NIGHTLY_STEPS)
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from imgfeat.runs import NIGHTLY_STEPS, nightly_run
+
+    summary = nightly_run(nightly_config(args), args.step or NIGHTLY_STEPS)
     print("\n".join(summary.lines()), flush=True)
     _write_summary(args.summary_json, summary.as_dict())
     return 0

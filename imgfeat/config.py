@@ -59,6 +59,7 @@ class FeaturizerConfig(Section):
     layers: tuple[int, ...] = (-1,)
     fold_bn: bool = Field(True, description="Fold BatchNorm into convs: same numbers within 1e-4, faster.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    autocast: bool = Field(True, description="On CUDA: bf16 (else fp16) autocast; false = fp32. No effect on CPU.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
     dim: int | None = Field(
         None, ge=1, description="Reduce to this many dims with a PCA basis fitted once and kept with the table."

@@ -16,15 +16,15 @@ import hashlib
 import os
 import threading
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from pyspark import Accumulator, AccumulatorParam
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from imgfeat import faults
 from imgfeat.decode import decode_image
@@ -43,6 +43,7 @@ class WorkerOptions:
     max_pixels: int = 100_000_000
     decode_threads: int = 0  # 0 = the task's cores
     device: str = "auto"
+    autocast: bool = True  # on CUDA: run the network in bf16 (fp16 without bf16 support)
 
 
 @dataclass
@@ -103,6 +104,22 @@ def pick_device(requested: str) -> str:
     if gpus is not None and gpus.addresses:
         return f"cuda:{gpus.addresses[0]}"
     return "cuda:0"
+
+
+def mixed_precision(model: Featurizer, enabled: bool) -> ContextManager[Any]:
+    """Autocast for a model on a CUDA device: bf16 where the GPU has it, else fp16.
+
+    Tensor cores and half the memory traffic, about twice the images per second;
+    embeddings differ from fp32 in the third significant digit. A no-op on CPU
+    (fp32 stays exact there) and when `enabled` is False. `embed` returns float32.
+    """
+    device = getattr(model, "device", None)
+    if not enabled or device is None or device.type != "cuda":
+        return nullcontext()
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def task_cores() -> int:
@@ -175,12 +192,13 @@ def prepare_path(path: str, model: Featurizer, max_pixels: int) -> Prepared:
     return prepare_bytes(data, model, max_pixels)
 
 
-def embed_prepared(items: list[Prepared], model: Featurizer) -> list[np.ndarray | None]:
+def embed_prepared(items: list[Prepared], model: Featurizer, autocast: bool = True) -> list[np.ndarray | None]:
     """Run the model on the ok items of a batch; others get None."""
     ok = [i for i, item in enumerate(items) if item.pixels is not None]
     out: list[np.ndarray | None] = [None] * len(items)
     if ok:
-        vectors = model.embed(np.stack([items[i].pixels for i in ok]))
+        with mixed_precision(model, autocast):
+            vectors = model.embed(np.stack([items[i].pixels for i in ok]))
         for row, i in enumerate(ok):
             out[i] = vectors[row]
     return out
@@ -221,7 +239,7 @@ def pipelined(
                 cost, future = inflight.popleft()
                 bytes_in_flight -= cost
                 batch.append(future.result())
-            yield batch, embed_prepared(batch, model)
+            yield batch, embed_prepared(batch, model, opts.autocast)
 
 
 def featurize_listing_batches(
@@ -296,6 +314,8 @@ def featurize_listing(
 
     The listing is repartitioned so every core gets work and no task holds
     more than `files_per_partition` files (balance, and bounded retry cost).
+    Round-robin, not by a hash of the path: every task gets the same number of
+    files (±1), so no core idles at the end waiting for a larger partition.
     `loads` counts model loads; `peak_rss` (`MaxParam`) gets the workers' peak RSS in MiB.
     """
     spark = listing.sparkSession
@@ -307,7 +327,7 @@ def featurize_listing(
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return featurize_listing_batches(batches, spec_, opts_, loads_, peak_)
 
-    return listing.repartition(parts, F.col("path")).mapInPandas(run, WORKER_SPARK_SCHEMA)
+    return listing.repartition(parts).mapInPandas(run, WORKER_SPARK_SCHEMA)
 
 
 def _bind(fn: Callable[..., Prepared], *args: Any) -> Callable[[], Prepared]:

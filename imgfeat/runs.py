@@ -82,6 +82,7 @@ def worker_options(cfg: FeaturizeConfig) -> WorkerOptions:
         max_pixels=cfg.read.max_pixels,
         decode_threads=cfg.read.decode_threads,
         device=cfg.featurizer.device,
+        autocast=cfg.featurizer.autocast,
     )
 
 
@@ -136,7 +137,10 @@ def _featurize(
     started = time.monotonic()
     delta.remove_stale_staging(cfg.table)
 
-    listing = sources.list_images(spark, cfg.input, cfg.read.extensions).cache()
+    # The scan has a task per few dozen files; the listing is tiny, so one
+    # partition per core makes every later stage on it cheap (incremental runs).
+    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
+    listing = listing.coalesce(max(1, spark.sparkContext.defaultParallelism)).cache()
     listed = listing.count()
     if listed == 0:
         raise InputError(

@@ -137,3 +137,44 @@ def test_stale_locks_are_taken_over_live_ones_are_not(tmp_path):
                 with nightly.table_lock(str(table), "new", "imgfeat nightly", stale_after_hours=12):
                     pass
             assert json.loads((table / nightly.LOCK_NAME).read_text())["run_id"] == "old", case
+
+
+def _bundle() -> dict:
+    """databricks.yml with `${var.*}` replaced by their defaults and the workspace path by this repo."""
+    text = (REPO / "databricks.yml").read_text()
+    variables = yaml.safe_load(text)["variables"]
+    text = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(variables[m.group(1)]["default"]), text)
+    text = text.replace("${workspace.file_path}", str(REPO))
+    assert "${" not in text, re.findall(r"\$\{[^}]*\}", text)
+    return yaml.safe_load(text)
+
+
+def test_bundle_tasks_run_the_nightly_steps_with_flags_the_cli_accepts():
+    from imgfeat.cli import nightly_config
+
+    bundle = _bundle()
+    (job,) = bundle["resources"]["jobs"].values()
+    assert job["max_concurrent_runs"] == 1 and len(job["schedule"]["quartz_cron_expression"].split()) == 6
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    assert "gpu" in clusters["gpu"]["spark_version"] and "gpu" not in clusters["cpu"]["spark_version"]
+    assert clusters["gpu"]["spark_conf"]["spark.task.resource.gpu.amount"] == "1"
+    (artifact,) = bundle["artifacts"].values()
+    assert artifact["type"] == "whl" and artifact["build"].endswith("-w dist")
+
+    tasks = {t["task_key"]: t for t in job["tasks"]}
+    assert list(tasks) == ["featurize", "train", "score"]
+    assert tasks["train"]["depends_on"] == [{"task_key": "featurize"}]
+    assert tasks["score"]["depends_on"] == [{"task_key": "train"}]
+    for key, task in tasks.items():
+        assert task["job_cluster_key"] in clusters and task["libraries"] == [{"whl": "./dist/*.whl"}]
+        entry = REPO / task["spark_python_task"]["python_file"]
+        (command,) = re.findall(r'main\(\["(\w+)", \*sys\.argv\[1:\]\]\)', entry.read_text())
+        try:
+            args = build_parser().parse_args([command, *task["spark_python_task"]["parameters"]])
+        except SystemExit:
+            pytest.fail(f"task {key}: `imgfeat {command}` rejects its parameters")
+        assert args.step == [key]
+        cfg = nightly_config(args)  # every --set key exists in NightlyConfig
+        assert cfg.tracking.uri == "databricks" and cfg.train.tracking.uri == "databricks"
+        if task["job_cluster_key"] == "gpu":
+            assert cfg.featurize.featurizer.device == "cuda"

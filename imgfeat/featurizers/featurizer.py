@@ -99,6 +99,8 @@ class TorchFeaturizer(Featurizer):
     def to_input(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 NHWC batch → normalized float (N, 3, H, W) in channels_last memory."""
         pixels = torch.from_numpy(np.require(batch, requirements=("C", "W")))
+        if self.device.type == "cuda":
+            pixels = pixels.pin_memory()  # page-locked, so the copy below really is asynchronous
         # NHWC memory viewed as NCHW is exactly the channels_last layout.
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return x.mul_(self._scale).sub_(self._shift)
