@@ -157,13 +157,16 @@ def stage(rows: DataFrame, table: str, run_id: str, *, contract: Contract = EMBE
     return path
 
 
-def staged_counts(staged: str, column: str = "status") -> dict:
-    """Rows by value of `column` (default: status) in a staged run (read from Parquet, cheap: one column)."""
-    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=[column])
+def staged_counts(staged: str, *columns: str) -> dict:
+    """Rows by status (or by the values of `columns`: a tuple key when several) in a
+    staged run; read from Parquet, cheap: only those columns."""
+    names = list(columns or ("status",))
+    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=names)
     if table.num_rows == 0:
         return {}
-    counts = pc.value_counts(table[column]).to_pylist()
-    return {c["values"]: int(c["counts"]) for c in counts}
+    groups = table.group_by(names).aggregate([([], "count_all")]).to_pylist()
+    key = (lambda g: g[names[0]]) if len(names) == 1 else (lambda g: tuple(g[n] for n in names))
+    return {key(g): int(g["count_all"]) for g in groups}
 
 
 def commit(

@@ -271,7 +271,8 @@ class ScoreSummary:
     model_name: str
     model_version: str
     counts: dict[str, int]
-    featurized: int
+    featurized: int  # images featurized now (bad ones included: they were tried)
+    reused: int  # ok images whose embeddings came from the embeddings table
     version: int | None
     committed: bool
     seconds: float
@@ -284,7 +285,7 @@ class ScoreSummary:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none"
         return (
             f"score: {self.images} images ({by_status}) with {self.model_name} version {self.model_version}; "
-            f"{self.images - self.featurized} embeddings reused, {self.featurized} featurized; "
+            f"{self.reused} embeddings reused, {self.featurized} images featurized; "
             f"{self.seconds:.1f} s; table {self.output} version {self.version}"
         )
 
@@ -323,15 +324,17 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
         frame, shipped, len(features.featurizers), opts, model.name, model.version
     ).withColumn("run_id", F.lit(run_id)).withColumn("scored_at", F.current_timestamp())
     staged = delta.stage(rows, cfg.output, run_id, contract=scoring.SCORES)
-    counts = delta.staged_counts(staged)
-    featurized = delta.staged_counts(staged, "featurized").get(True, 0)
+    by_source = delta.staged_counts(staged, "status", "featurized")
+    counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
+    featurized = sum(n for (_, f), n in by_source.items() if f)
     result = delta.commit(
         spark,
         staged,
         cfg.output,
         model.name,
         run_id,
-        {"model": model.uri, "model_version": model.version, "counts": counts, "featurized": featurized},
+        {"model": model.uri, "model_version": model.version, "counts": counts, "featurized": featurized,
+         "reused": by_source.get(("ok", False), 0)},
         contract=scoring.SCORES,
     )
     return ScoreSummary(
@@ -341,6 +344,7 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
         model_version=model.version,
         counts=counts,
         featurized=featurized,
+        reused=by_source.get(("ok", False), 0),
         version=result.version,
         committed=result.committed,
         seconds=time.monotonic() - started,

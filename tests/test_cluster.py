@@ -85,9 +85,9 @@ class Submitted:
 
 
 def _submit(cluster: Cluster, shipped: dict[str, Path], cwd: Path, job: str, *args: str) -> Submitted:
-    """`spark-submit --master spark://... --py-files imgfeat.zip jobs/<job>.py ARGS`, event log in cwd/events."""
-    events = cwd / "events"
-    events.mkdir(exist_ok=True)
+    """`spark-submit --master spark://... --py-files imgfeat.zip jobs/<job>.py ARGS`, event log in cwd/events/<job>."""
+    events = cwd / "events" / job
+    events.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}
     env["SPARK_LOCAL_IP"] = "127.0.0.1"
     cmd = [
@@ -112,8 +112,8 @@ def _submit(cluster: Cluster, shipped: dict[str, Path], cwd: Path, job: str, *ar
     return Submitted(proc.pid, proc.returncode, out, err)
 
 
-def _events(cwd: Path) -> list[dict]:
-    (log,) = [p for p in (cwd / "events").iterdir() if not p.name.endswith(".inprogress")]
+def _events(cwd: Path, job: str) -> list[dict]:
+    (log,) = [p for p in (cwd / "events" / job).iterdir() if not p.name.endswith(".inprogress")]
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
@@ -132,8 +132,8 @@ def _table(path: Path) -> dict[str, dict]:
     return {r["path"]: r for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist()}
 
 
-def test_spark_submit_featurize_on_standalone_cluster(cluster, shipped, spark, tmp_path):
-    images = write_labeled_photos(tmp_path / "images", per_class=3)
+def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shipped, spark, tmp_path):
+    images = write_labeled_photos(tmp_path / "images", per_class=5)
     n = len([p for p in images.rglob("*.jpg")])
     cluster_table, local_table = tmp_path / "emb_cluster", tmp_path / "emb_local"
     done = _submit(
@@ -147,7 +147,7 @@ def test_spark_submit_featurize_on_standalone_cluster(cluster, shipped, spark, t
     summary = json.loads((tmp_path / "summary.json").read_text())
 
     # Executors are separate processes: other ids and other PIDs than the driver.
-    events = _events(tmp_path)
+    events = _events(tmp_path, "featurize")
     app_id = next(e["App ID"] for e in events if e["Event"] == "SparkListenerApplicationStart")
     added = {e["Executor ID"] for e in events if e["Event"] == "SparkListenerExecutorAdded"}
     ran_on = {e["Task Info"]["Executor ID"] for e in events if e["Event"] == "SparkListenerTaskEnd"}
@@ -176,3 +176,24 @@ def test_spark_submit_featurize_on_standalone_cluster(cluster, shipped, spark, t
                     "dim", "status", "error", "width", "height"):
             assert other[col] == row[col], (path, col)
         np.testing.assert_allclose(other["embedding"], row["embedding"], atol=1e-5, rtol=0)
+
+    # Train on the cluster's table: XGBoost runs on the executors, the model is registered.
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = _submit(
+        cluster, shipped, tmp_path, "train",
+        "--table", str(cluster_table), "--set", f"tracking.uri={db}",
+        "--set", "baselines.linear=false", "--set", "baselines.raw_pixels=false",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "model imgfeat version 1" in done.stdout
+    ran_on = {e["Task Info"]["Executor ID"] for e in _events(tmp_path, "train") if e["Event"] == "SparkListenerTaskEnd"}
+    assert ran_on and "driver" not in ran_on
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(db, db)
+    (version,) = client.search_model_versions("name = 'imgfeat'")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["imgfeat.embeddings_table"] == str(cluster_table)
+    assert run.data.tags["imgfeat.embeddings_version"] == "0"
+    assert run.data.metrics["xgboost.test_accuracy"] > 1 / 3  # three balanced classes

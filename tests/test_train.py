@@ -38,7 +38,7 @@ def test_model_beats_chance_and_the_raw_pixel_baseline_on_held_out_images(trains
 
 
 def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_path):
-    # y = texture index + 3 x + 2 [color == b]: the image explains only part of it.
+    # y = texture index + 10 x + 5 [color == b]: the image explains little of it.
     rng = np.random.default_rng(0)
     labels = tmp_path / "labels.csv"
     with open(trainset.photos / "labels.csv") as src, open(labels, "w", newline="") as dst:
@@ -46,7 +46,7 @@ def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_p
         out.writerow(("path", "y", "x", "color"))
         for row in csv.DictReader(src):
             x, color = rng.uniform(), rng.choice(["a", "b", "c"])
-            y = CLASSES.index(row["label"]) + 3 * x + 2 * (color == "b")
+            y = CLASSES.index(row["label"]) + 10 * x + 5 * (color == "b")
             out.writerow((row["file"], y, x, color))  # plain paths: they match file:/ paths
 
     base = (f"labels.source={labels}", "labels.label=y", "baselines.raw_pixels=false", "baselines.linear=false")
@@ -56,7 +56,7 @@ def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_p
     assert without.features.task == with_cols.features.task == "regression"
     assert with_cols.features.dim == 1280 + 1 + 3  # embedding, x, one-hot color (a, b, c)
     r2_without, r2_with = without.metrics["xgboost"]["r2"], with_cols.metrics["xgboost"]["r2"]
-    assert r2_with > 0.8 and r2_with > r2_without + 0.2
+    assert r2_with > 0.6 and r2_with > r2_without + 0.5
     assert with_cols.metrics["xgboost"]["rmse"] < without.metrics["xgboost"]["rmse"]
 
 

@@ -1,0 +1,115 @@
+"""MLflow tracking: the embedded store, tracked featurize runs, train lineage, the registered model."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import pytest
+from deltalake import DeltaTable
+from mlflow import MlflowClient
+from PIL import Image
+
+from imgfeat import tracking
+from imgfeat.config import FeaturizeConfig, TrackingConfig, TrainConfig, load_config
+from imgfeat.runs import featurize_run, train_run
+from tests.trainset import MODEL_NAME, PER_CLASS, trainset  # noqa: F401  (fixture)
+
+
+def test_embedded_default_is_sqlite_and_mlartifacts_in_the_working_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = TrackingConfig(experiment="t")
+    assert tracking.tracking_uri(cfg) == "sqlite:///mlflow.db"
+    with tracking.run(cfg, "probe", {"table": "x"}) as run_id:
+        tracking.log_params({"a": {"b": 1}, "c": "d"})
+    run = MlflowClient("sqlite:///mlflow.db").get_run(run_id)
+    assert run.data.params == {"a.b": "1", "c": "d"}
+    assert run.data.tags["imgfeat.job"] == "probe" and run.data.tags["imgfeat.table"] == "x"
+    assert run.info.status == "FINISHED"
+    assert (tmp_path / "mlflow.db").is_file()
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert tracking.tracking_uri(cfg) == "sqlite:///elsewhere.db"
+    assert tracking.tracking_uri(TrackingConfig(uri="http://mlflow:5000")) == "http://mlflow:5000"
+    with tracking.run(TrackingConfig(enabled=False), "off") as nothing:
+        assert nothing is None
+
+
+def test_a_failed_run_is_marked_failed(tmp_path):
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="t")
+    with pytest.raises(RuntimeError), tracking.run(cfg, "boom"):
+        raise RuntimeError("boom")
+    runs = MlflowClient(cfg.uri).search_runs([mlflow.get_experiment_by_name("t").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.slow
+def test_featurize_run_is_tracked_and_its_run_id_is_in_the_table(trainset):
+    client = MlflowClient(trainset.tracking_uri)
+    summary = trainset.featurized
+    run = client.get_run(summary.run_id)
+    rows = DeltaTable(trainset.table).to_pyarrow_table(columns=["run_id", "featurizer_fingerprint"]).to_pylist()
+    assert {r["run_id"] for r in rows} == {run.info.run_id}
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["imgfeat.job"] == "featurize"
+    assert tags["imgfeat.table"] == trainset.table and tags["imgfeat.table_version"] == "0"
+    assert {r["featurizer_fingerprint"] for r in rows} == {tags["imgfeat.featurizer_fingerprint"]}
+    assert metrics["count_ok"] == len(rows) == 3 * PER_CLASS
+    assert metrics["images_per_second"] > 0
+    assert run.data.params["featurizer.name"] == "efficientnet_lite0"
+
+
+@pytest.mark.slow
+def test_registered_model_has_signature_input_example_and_its_run(trainset):
+    client = MlflowClient(trainset.tracking_uri)
+    trained = trainset.trained
+    version = client.get_model_version(MODEL_NAME, trained.model_version)
+    assert trained.model_version == "1" and version.run_id == trained.run_id
+    mlflow.set_tracking_uri(trainset.tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/1")
+    inputs = {c.name: (c.type.name, c.required) for c in info.signature.inputs.inputs}
+    assert inputs == {"content": ("binary", False), "path": ("string", False)}
+    assert [c.name for c in info.signature.outputs.inputs][:3] == ["prediction", "predicted_class", "probabilities"]
+    assert info.saved_input_example_info is not None
+    run = client.get_run(trained.run_id)
+    assert run.data.metrics["xgboost.test_accuracy"] == trained.result.metrics["xgboost"]["accuracy"]
+    assert "raw_pixels.test_accuracy" in run.data.metrics and "linear.test_log_loss" in run.data.metrics
+    assert run.data.params["xgboost.max_depth"] == "4"
+
+
+@pytest.mark.slow
+def test_train_lineage_tags_name_the_table_version_it_read(spark, trainset, tmp_path):
+    # A copy of the table gains a version 1 with two more images; train on version 0.
+    table = tmp_path / "embeddings"
+    shutil.copytree(trainset.table, table)
+    extra = tmp_path / "extra" / "brick"
+    extra.mkdir(parents=True)
+    for i, src in enumerate(sorted((trainset.photos / "brick").glob("*.jpg"))[:2]):
+        Image.open(src).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(extra / f"flipped_{i}.jpg")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    added = featurize_run(
+        load_config(FeaturizeConfig, overrides=["tracking.enabled=false"], input=str(tmp_path / "extra"), table=str(table)),
+        spark,
+    )
+    assert added.version == 1
+
+    summary = train_run(
+        load_config(
+            TrainConfig,
+            overrides=[f"tracking.uri={uri}", "model_name=null", "baselines.raw_pixels=false", "baselines.linear=false"],
+            table=str(table),
+            version=0,
+        ),
+        spark,
+    )
+    run = MlflowClient(uri).get_run(summary.run_id)
+    tags = run.data.tags
+    assert tags["imgfeat.embeddings_table"] == str(table)
+    assert tags["imgfeat.embeddings_version"] == "0"
+    assert tags["imgfeat.featurizer_fingerprints"] == f'["{trainset.featurized.fingerprint}"]'
+    assert tags["imgfeat.labels_source"] == "the image paths (label: folder)"
+    rows = sum(v for k, v in run.data.metrics.items() if k.startswith("rows_"))
+    assert rows == 3 * PER_CLASS  # version 0's images, not version 1's extra two
+    assert summary.model_version is None and summary.model_uri  # logged, not registered
