@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
@@ -46,7 +47,8 @@ from imgfeat.featurize import (
     prepare_path,
 )
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
-from imgfeat.featurizers.weights import source_kind
+from imgfeat.featurizers.featurizer import ProjectedFeaturizer
+from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.sources import read_bytes
 from imgfeat.train import FeatureSpec, TrainResult
 
@@ -77,8 +79,8 @@ SCORES = delta.Contract(
 )
 
 
-def _weights_artifact(i: int) -> str:
-    return f"weights_{i}"
+def _artifact(kind: str, i: int) -> str:
+    return f"{kind}_{i}"
 
 
 # ------------------------------------------------------------------------- the pyfunc
@@ -99,10 +101,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         self.features = FeatureSpec.from_json(Path(artifacts[FEATURES_ARTIFACT]).read_text())
         self.booster = xgboost.Booster()
         self.booster.load_model(artifacts[BOOSTER_ARTIFACT])
-        self.featurizers = [
-            _load_bundled(spec, artifacts.get(_weights_artifact(i)))
-            for i, spec in enumerate(self.features.featurizers)
-        ]
+        self.featurizers = [_load_bundled(spec, artifacts, i) for i, spec in enumerate(self.features.featurizers)]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.score(model_input)[list(OUTPUT_COLUMNS)]
@@ -196,20 +195,50 @@ def _featurize_rows(
             yield next(order), item, vector
 
 
-def _load_bundled(spec: FeaturizerSpec, weights: str | None) -> Featurizer:
-    """The featurizer of `spec`, with the network weights bundled in the model if any.
+def _load_bundled(spec: FeaturizerSpec, artifacts: Mapping[str, str], i: int) -> Featurizer:
+    """The i-th featurizer, from the network weights and PCA basis bundled in the model.
 
-    Specs without a weights file (seeded random, grayscale) rebuild exactly
-    from the spec itself.
+    Parts without a file (seeded random or no weights) rebuild exactly from the spec.
     """
     device = pick_device("auto")
+    base = _base(spec)
+    weights = artifacts.get(_artifact("weights", i))
     if weights is None:
-        return cached_featurizer(spec, device)
-    import torch
+        model = cached_featurizer(base, device)
+    else:
+        import torch
 
-    shell = load_featurizer(replace(spec, weights="random:0", weights_sha256=None), device=device)
-    shell.network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    return shell
+        model = load_featurizer(replace(base, weights="random:0", weights_sha256=None), device=device)
+        model.network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    if spec.projection is None:
+        return model
+    bundled = replace(spec.projection, location=artifacts[_artifact("projection", i)])
+    return ProjectedFeaturizer(replace(spec, projection=bundled), model)
+
+
+def _bundle(spec: FeaturizerSpec, i: int, dest: Path) -> dict[str, str]:
+    """Artifact files for the i-th featurizer: its network weights (unless the spec
+    alone rebuilds them) and its PCA basis, if reduced."""
+    out = {}
+    if spec.projection is not None:
+        path = dest / f"projection_{i}.npz"
+        path.write_bytes(read_verified(spec.projection.location, spec.projection.sha256))
+        out[_artifact("projection", i)] = str(path)
+    base = _base(spec)
+    if source_kind(base.weights) not in ("random", "none"):
+        import torch
+
+        path = dest / f"weights_{i}.pt"
+        torch.save(cached_featurizer(base, "cpu").network.state_dict(), path)
+        out[_artifact("weights", i)] = str(path)
+    return out
+
+
+def _base(spec: FeaturizerSpec) -> FeaturizerSpec:
+    """The spec without its PCA projection (the network alone)."""
+    if spec.projection is None:
+        return spec
+    return replace(spec, dim=spec.projection.in_dim, projection=None)
 
 
 # --------------------------------------------------------------------- log + register
@@ -235,9 +264,7 @@ def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
         Path(artifacts[FEATURES_ARTIFACT]).write_text(spec.to_json())
         result.booster.save_model(artifacts[BOOSTER_ARTIFACT])
         for i, featurizer in enumerate(spec.featurizers):
-            saved = _export_weights(featurizer, Path(tmp, f"weights_{i}.pt"))
-            if saved is not None:
-                artifacts[_weights_artifact(i)] = saved
+            artifacts.update(_bundle(featurizer, i, Path(tmp)))
         inputs = Schema(
             [ColSpec("binary", "content", required=False), ColSpec("string", "path", required=False)]
             + [ColSpec(spec.column_types[c], c) for c in spec.columns]
@@ -261,7 +288,7 @@ def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
             signature=ModelSignature(inputs=inputs, outputs=outputs),
             input_example=example,
             registered_model_name=registered_name,
-            code_paths=[str(Path(__file__).parent)],
+            code_paths=[_code_path(Path(tmp, "code"))],
             pip_requirements=_requirements(),
         )
     registered = info.registered_model_version
@@ -269,14 +296,16 @@ def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
                        str(registered) if registered else None)
 
 
-def _export_weights(spec: FeaturizerSpec, dest: Path) -> str | None:
-    """Save the featurizer network's weights, unless the spec alone rebuilds them."""
-    if source_kind(spec.weights) in ("random", "none"):
-        return None
-    import torch
-
-    torch.save(cached_featurizer(spec, "cpu").network.state_dict(), dest)
-    return str(dest)
+def _code_path(dest: Path) -> str:
+    """imgfeat's package folder, bundled with the model; extracted into `dest` first
+    when imgfeat was imported from a zip (`spark-submit --py-files imgfeat.zip`)."""
+    package = Path(__file__).parent
+    if package.is_dir():
+        return str(package)
+    archive = next(p for p in package.parents if p.is_file())
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(dest, [m for m in zf.namelist() if m.startswith(f"{package.name}/")])
+    return str(dest / package.name)
 
 
 def _requirements() -> list[str]:

@@ -37,10 +37,16 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 
 
 def use_store(cfg: TrackingConfig) -> str:
-    """Point MLflow (tracking and model registry) at the store; returns its URI."""
+    """Point MLflow (tracking and model registry) at the store; returns its URI.
+
+    A relative SQLite path is made absolute, so a later change of directory
+    does not move the store.
+    """
     import mlflow
 
     uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -28,11 +28,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from imgfeat import delta
+from imgfeat import delta, reduce
 from imgfeat.config import FeaturizerConfig, SourceConfig, SplitConfig, TrainConfig
-from imgfeat.errors import ConfigError, InputError, Status
+from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
-from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
+from imgfeat.featurizers import FeaturizerSpec, Projection, resolve_featurizer
 
 log = logging.getLogger("imgfeat")
 
@@ -106,10 +106,7 @@ class FeatureSpec:
     @classmethod
     def from_json(cls, text: str) -> "FeatureSpec":
         data = json.loads(text)
-        specs = tuple(
-            FeaturizerSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
-            for f in data.pop("featurizers")
-        )
+        specs = tuple(_featurizer_from_dict(f) for f in data.pop("featurizers"))
         categorical = tuple((c, tuple(cats)) for c, cats in data.pop("categorical"))
         return cls(
             featurizers=specs,
@@ -118,6 +115,13 @@ class FeatureSpec:
             numeric=tuple(data.pop("numeric")),
             **data,
         )
+
+
+def _featurizer_from_dict(data: dict[str, Any]) -> FeaturizerSpec:
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    if fields.get("projection") is not None:
+        fields["projection"] = Projection(**fields["projection"])
+    return FeaturizerSpec(**fields)
 
 
 def _category_text(value: Any) -> str | None:
@@ -130,7 +134,7 @@ def _category_text(value: Any) -> str | None:
 
 
 def resolve_spec(f: FeaturizerConfig) -> FeaturizerSpec:
-    """The featurizer a config section names (validated, weights hashed)."""
+    """The featurizer a config section names (validated, weights hashed), before any PCA."""
     return resolve_featurizer(
         f.name,
         weights=f.weights,
@@ -140,6 +144,21 @@ def resolve_spec(f: FeaturizerConfig) -> FeaturizerSpec:
         layers=f.layers,
         fold_bn=f.fold_bn,
     )
+
+
+def table_spec(f: FeaturizerConfig, table: str) -> FeaturizerSpec:
+    """The featurizer whose rows a table holds: with `dim`, reduced by the table's stored PCA basis."""
+    spec = resolve_spec(f)
+    if not f.dim:
+        return spec
+    location = reduce.basis_location(table, spec, f.dim)
+    try:
+        return reduce.reduced_spec(spec, location, f.dim)
+    except FeaturizerError:
+        raise InputError(
+            f"{table} has no PCA basis for {spec.name} to {f.dim} dims ({location}): "
+            "featurize with featurizer.dim set first"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- result
@@ -173,7 +192,7 @@ class TrainResult:
 def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     """Fit the model and its baselines on `cfg.table` at `cfg.version` (latest if None)."""
     started = time.monotonic()
-    specs = tuple(resolve_spec(f) for f in cfg.featurizers)
+    specs = tuple(table_spec(f, cfg.table) for f in cfg.featurizers)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"featurizers: {names} lists a featurizer twice")

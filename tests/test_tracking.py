@@ -63,7 +63,7 @@ def test_featurize_run_is_tracked_and_its_run_id_is_in_the_table(trainset):
 
 @pytest.mark.slow
 def test_registered_model_has_signature_input_example_and_its_run(trainset):
-    client = MlflowClient(trainset.tracking_uri)
+    client = MlflowClient(trainset.tracking_uri, registry_uri=trainset.tracking_uri)
     trained = trainset.trained
     version = client.get_model_version(MODEL_NAME, trained.model_version)
     assert trained.model_version == "1" and version.run_id == trained.run_id
