@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.imgfeat-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint clean
+.PHONY: setup test test-fast demo bench lint clean cluster-up cluster-down
 
 # Creates .venv and installs imgfeat (editable) with its dev extra. Re-runs are
 # instant: the stamp is only rebuilt when pyproject.toml changes.
@@ -29,8 +29,16 @@ demo: setup
 bench: setup
 	$(BIN)/python -m imgfeat.cli bench
 
+# A Spark standalone cluster on 127.0.0.1 (master :7077, UI :8080, 2 workers x
+# 1 core, 2g) from the venv's pyspark; PIDs and logs in $TMPDIR/imgfeat-cluster.
+cluster-up: setup
+	$(BIN)/python scripts/cluster.py up
+
+cluster-down:
+	$(BIN)/python scripts/cluster.py down
+
 lint: setup
 	duplicates imgfeat jobs tests bench || true
 
 clean:
-	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out
+	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out demo

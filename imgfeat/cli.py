@@ -51,11 +51,12 @@ def _train(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from imgfeat.config import ScoreConfig, load_config
-    from imgfeat.runs import score_run
 
     cfg = load_config(
         ScoreConfig, args.config, args.set, model=args.model, input=args.input, output=args.output, table=args.table
     )
+    from imgfeat.runs import score_run  # torch, Spark: only once the config is good
+
     print(score_run(cfg).line(), flush=True)
     return 0
 

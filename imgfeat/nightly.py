@@ -8,10 +8,11 @@ the rows committed since then. Must not: featurize, train or score
 (`runs.nightly_run` runs the steps). Both files start with `_`, so Delta
 ignores them.
 
-The lock is a file created with O_CREAT|O_EXCL, atomic on local disks, NFS
-v3+, and Databricks' /dbfs and /Volumes FUSE mounts. On object stores
-(s3://, abfss://, gs://) it is best effort (check, then write): there, let
-the scheduler forbid overlapping runs (the bundle sets max_concurrent_runs: 1).
+The lock is a file created with O_CREAT|O_EXCL: atomic on local disks and
+NFS v3+, unverified on FUSE mounts (Databricks' /dbfs, /Volumes). On object
+stores (s3://, abfss://, gs://) it is best effort (check, then write): there,
+let the scheduler forbid overlapping runs (the bundle sets
+max_concurrent_runs: 1).
 
 A lock is stale, and taken over with a warning, when its owner ran on this
 host and that process is gone, or when it is older than
@@ -88,7 +89,10 @@ def _acquire(path: str, me: LockOwner, stale_after_hours: float) -> None:
         log.warning("imgfeat: taking over a stale lock %s (%s): %s", path, reason, holder.describe())
         if _read_owner(path) == holder:
             _remove(path)
-    raise ConflictError(f"could not take the lock {path}: other runs keep taking it; try again later")
+    raise ConflictError(
+        f"could not take the lock {path}: other runs keep taking it, or it cannot be read "
+        "(remove it if no imgfeat run is active); try again later"
+    )
 
 
 def _stale_reason(holder: LockOwner, stale_after_hours: float) -> str | None:

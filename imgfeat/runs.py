@@ -296,13 +296,14 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
         raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
     if not cfg.input:
         raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    sources.check_input(cfg.input, cfg.read.extensions)  # before Spark starts, as the model lookup
     from imgfeat import scoring
 
-    spark = spark or get_spark(cfg.spark)
     started = time.monotonic()
     run_id = uuid.uuid4().hex
     tracking.use_store(cfg.tracking)
     model = scoring.resolve_model(cfg.model)
+    spark = spark or get_spark(cfg.spark)
     features = scoring.load_image_model(model.local_dir).features
 
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)

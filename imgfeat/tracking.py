@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -44,6 +45,8 @@ def use_store(cfg: TrackingConfig) -> str:
     """
     import mlflow
 
+    # Its INFO lines on creating a new store would break the CLI's one-line errors.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())

@@ -200,11 +200,11 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     if version is None:
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
     rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), specs, cfg.table)
-    rows = _with_labels(spark, rows, cfg).cache()
-    task, classes = _task(rows, cfg.task)
-    types = {c: _MLFLOW_TYPES.get(rows.schema[c].dataType.simpleString(), "string")
+    labeled = _with_labels(spark, rows, cfg).cache()
+    task, classes = _task(labeled, cfg.task)
+    types = {c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
              for c in (*cfg.labels.numeric, *cfg.labels.categorical)}
-    rows = _with_target(rows, task, classes, cfg).cache()
+    rows = _with_target(labeled, task, classes, cfg).cache()
     counts = {k: int(v) for k, v in rows.groupBy(_SPLIT).count().collect()}
     _check_counts(counts, task, cfg)
 
@@ -219,8 +219,8 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     if cfg.baselines.raw_pixels:
         metrics["raw_pixels"] = _pixel_baseline(rows, task, classes, params, cfg)
     example = _example(data, features)
-    data.unpersist()
-    rows.unpersist()
+    for frame in (data, rows, labeled):
+        frame.unpersist()
     return TrainResult(
         features=features,
         booster=booster,

@@ -16,13 +16,13 @@
 # MAGIC job over a volume the listing costs seconds per 100k files and needs no checkpoint to lose.
 # MAGIC
 # MAGIC **Cluster.** Install the wheel as a cluster library (or `%pip` below); the ML runtime has
-# MAGIC torch, mlflow and xgboost. CPU: any ML runtime, `spark.task.cpus` 1 (the featurizer uses
-# MAGIC the task's cores for decoding and torch). **GPU**: a GPU ML runtime (e.g. `15.4.x-gpu-ml-scala2.12`)
-# MAGIC on g4dn/g5 (AWS) or NCasT4 (Azure) workers, with `spark.task.resource.gpu.amount 1` so each
-# MAGIC task owns one GPU (device `auto` picks the task's GPU from Spark's resources; one model per
-# MAGIC GPU per Python worker), `spark.executor.resource.gpu.amount` = GPUs per node, and
-# MAGIC `featurizer.batch_size` 128–256. Keep `spark.python.worker.reuse` on (the default): the model
-# MAGIC stays loaded across tasks.
+# MAGIC torch, mlflow and xgboost. CPU: any ML runtime; each task uses its `spark.task.cpus` cores
+# MAGIC for decoding and torch. **GPU**: a GPU ML runtime (e.g. `15.4.x-gpu-ml-scala2.12`) on
+# MAGIC one-GPU workers (AWS g4dn/g5, Azure NCasT4_v3), with `spark.task.resource.gpu.amount 1` so
+# MAGIC each task owns one GPU (device `auto` or `cuda` takes the task's GPU from Spark's resources:
+# MAGIC one model per GPU), `spark.task.cpus` = the worker's cores (they become decode threads),
+# MAGIC and batch size 128–256. Keep `spark.python.worker.reuse` on (the default): the model stays
+# MAGIC loaded across tasks. The bundle's `gpu` job cluster (`databricks.yml`) is set up this way.
 
 # COMMAND ----------
 

@@ -83,6 +83,11 @@ class Submitted:
     stdout: str
     stderr: str
 
+    def problem(self) -> str:
+        """stderr without Spark's INFO lines and progress bars: the traceback, if any."""
+        keep = [ln for ln in self.stderr.splitlines() if " INFO " not in ln and "[Stage " not in ln and ln.strip()]
+        return "\n".join(keep[-60:])
+
 
 def _submit(cluster: Cluster, shipped: dict[str, Path], cwd: Path, job: str, *args: str) -> Submitted:
     """`spark-submit --master spark://... --py-files imgfeat.zip jobs/<job>.py ARGS`, event log in cwd/events/<job>."""
@@ -142,7 +147,7 @@ def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shippe
         "--set", "tracking.enabled=false", "--set", "featurizer.batch_size=1",
         "--summary-json", str(tmp_path / "summary.json"),
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.problem()
     assert f"featurize: {n} images (ok {n})" in done.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
 
@@ -184,7 +189,7 @@ def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shippe
         "--table", str(cluster_table), "--set", f"tracking.uri={db}",
         "--set", "baselines.linear=false", "--set", "baselines.raw_pixels=false",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.problem()
     assert "model imgfeat version 1" in done.stdout
     ran_on = {e["Task Info"]["Executor ID"] for e in _events(tmp_path, "train") if e["Event"] == "SparkListenerTaskEnd"}
     assert ran_on and "driver" not in ran_on

@@ -1,4 +1,5 @@
-"""Bad configuration and arguments through the real command line.
+"""Bad configuration and arguments through the real command line
+(`imgfeat featurize`, and `imgfeat score`'s own checks).
 
 Each case runs `python -m imgfeat.cli` in a subprocess and must exit 2 with
 ONE line on stderr that names the culprit (key and file, path, or name with
@@ -25,7 +26,8 @@ CASES = (
     "unknown key in file", "misspelled section", "wrong type in file", "out of range --set",
     "unknown --set key", "--set without =", "no input", "missing input", "empty input",
     "table under a file", "table is a photo folder", "unknown featurizer", "missing weights",
-    "pinned sha256 differs",
+    "pinned sha256 differs", "score: unknown key", "score: no model", "score: missing input",
+    "score: unknown model",
 )
 
 
@@ -82,6 +84,16 @@ def _cases(tmp: Path) -> dict[str, Case]:
             (*feat, "--featurizer", "resnet18", "--weights", str(checkpoint),
              "--set", f"featurizer.weights_sha256={'0' * 64}"),
             (str(checkpoint), "0" * 64, "pinned"),
+        ),
+        "score: unknown key": Case(("score", "--set", "batchsize=8"), ("batchsize", "did you mean batch_size")),
+        "score: no model": Case(("score", "--input", str(photos)), ("no model", "--model")),
+        "score: missing input": Case(
+            ("score", "--model", "models:/cats/1", "--input", str(tmp / "nope")),
+            ("input path does not exist", str(tmp / "nope")),
+        ),
+        "score: unknown model": Case(
+            ("score", "--model", "models:/no_such_model/1", "--input", str(photos)),
+            ("cannot load model models:/no_such_model/1", "no_such_model"),
         ),
     }
 

@@ -25,6 +25,7 @@ _FRESH = textwrap.dedent(
     import json, sys
     import mlflow, pandas as pd
     mlflow.set_tracking_uri(sys.argv[1])
+    mlflow.set_registry_uri(sys.argv[1])
     model = mlflow.pyfunc.load_model(sys.argv[2])
     blobs = [open(p, "rb").read() for p in sys.argv[3:]] + [b"not an image"]
     out = model.predict(pd.DataFrame({"content": blobs}))
@@ -67,6 +68,7 @@ def test_the_model_works_through_spark_udf(spark, trainset):
     import mlflow
 
     mlflow.set_tracking_uri(trainset.tracking_uri)
+    mlflow.set_registry_uri(trainset.tracking_uri)
     uri = f"models:/{MODEL_NAME}/1"
     udf = mlflow.pyfunc.spark_udf(
         spark, uri, env_manager="local",

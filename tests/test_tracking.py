@@ -68,6 +68,7 @@ def test_registered_model_has_signature_input_example_and_its_run(trainset):
     version = client.get_model_version(MODEL_NAME, trained.model_version)
     assert trained.model_version == "1" and version.run_id == trained.run_id
     mlflow.set_tracking_uri(trainset.tracking_uri)
+    mlflow.set_registry_uri(trainset.tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/1")
     inputs = {c.name: (c.type.name, c.required) for c in info.signature.inputs.inputs}
     assert inputs == {"content": ("binary", False), "path": ("string", False)}
