@@ -93,7 +93,7 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     report = Report(emit)
     started = time.monotonic()
     report.add("machine", _machine())
-    report.add("load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    _load(report, "at start")
 
     (photos, extra), seconds = _timed(lambda: bench_photos(opts.out, opts.n, opts.seed))
     mb = sum(p.stat().st_size for p in photos) / 1e6
@@ -121,6 +121,7 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     sampler = RssSampler()
     with sampler:
         if "loop" not in opts.skip:
+            _load(report, "before the loop")
             with sampler.measure("loop", own=True):
                 (load_s, run_s) = tuned_loop(photos, spec, work / "loop.parquet", opts.loop_batch)
             report.add("loop model load s", load_s, "{:.1f}")
@@ -136,18 +137,20 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
         if "spark" not in opts.skip:
             spark_figures(report, sampler, spark, cfg, photos, extra, work)
         if "naive" not in opts.skip:
+            _load(report, "before the naive udf")
             with sampler.measure("naive"):
                 seconds = naive_udf(spark, str(inputs), spec, str(work / "naive.parquet"), opts.naive_batch)
             report.add("naive udf img/s", len(photos) / seconds, "{:.1f}")
             report.add("naive udf worker peak RSS MiB", sampler.peak("naive"), "{:.0f}")
         if "udf" not in opts.skip:
+            _load(report, "before predict_batch_udf")
             with sampler.measure("udf"):
                 seconds = predict_batch(spark, str(inputs), spec, str(work / "udf.parquet"), opts.udf_batch)
             report.add("predict_batch_udf img/s", len(photos) / seconds, "{:.1f}")
             report.add("predict_batch_udf worker peak RSS MiB", sampler.peak("udf"), "{:.0f}")
 
     report.add("bench wall s", time.monotonic() - started, "{:.0f}")
-    report.add("load average at end", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    _load(report, "at end")
     _ratios(report)
     (opts.out / f"results-n{opts.n}-s{opts.seed}.json").write_text(json.dumps(report.figures, indent=1))
     return report.figures
@@ -309,6 +312,7 @@ def spark_figures(
     inside the job), then warm (a second fresh table, as any later job in a
     session); then the rerun with 1 % new files and one with nothing new.
     """
+    _load(report, "before the spark jobs")
     cold = cfg.model_copy(update={"table": str(work / "table-cold")})
     summary, seconds = _timed(lambda: featurize_run(cold, spark))
     _check(summary, len(photos), "featurize job (cold)")
@@ -528,6 +532,11 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
 
     with Image.open(io.BytesIO(data)) as im:
         return im.size
+
+
+def _load(report: Report, when: str) -> None:
+    """Other users' load skews every rate: record it beside them."""
+    report.add(f"load average {when}", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def _machine() -> str:

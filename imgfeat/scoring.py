@@ -18,7 +18,9 @@ into the model's classes, `predicted_class` its name. Regression:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import shutil
 import tempfile
 import threading
 import zipfile
@@ -471,9 +473,19 @@ def score_rows(
 
 
 def ship_model(spark: SparkSession, local_dir: str) -> str:
-    """Make the downloaded model available to every executor; returns its name for `_shipped`."""
-    spark.sparkContext.addFile(local_dir, recursive=True)
-    return Path(local_dir).name
+    """Make the downloaded model available to every executor; returns its name for `_shipped`.
+
+    Spark keys shipped files by base name, and every MLflow model folder is
+    called `artifacts`: a second model in the same session would clash (Spark
+    refuses a same-named file with other contents). So the folder ships under
+    a name unique to the model, from a copy kept until the process exits.
+    """
+    name = "imgfeat-model-" + hashlib.sha256(str(Path(local_dir).resolve()).encode()).hexdigest()[:16]
+    staging = Path(tempfile.mkdtemp(prefix="imgfeat-ship-"))
+    atexit.register(shutil.rmtree, staging, True)
+    shutil.copytree(local_dir, staging / name)
+    spark.sparkContext.addFile(str(staging / name), recursive=True)
+    return name
 
 
 def _shipped(name: str) -> str:

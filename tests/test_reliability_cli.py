@@ -21,6 +21,8 @@ import pytest
 
 from imgfeat.errors import ImgfeatError
 
+pytestmark = pytest.mark.slow  # 19 processes, most of which import torch
+
 NO_SPARK = ("--set", "spark.master=bogus://spark-must-not-start")
 CASES = (
     "unknown key in file", "misspelled section", "wrong type in file", "out of range --set",
