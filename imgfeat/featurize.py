@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from collections import deque
 from contextlib import nullcontext
@@ -162,9 +163,9 @@ def peak_rss_mib() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource  # no /proc: the process's lifetime peak (kB on Linux and BSDs)
+    import resource  # no /proc: the process's lifetime peak (bytes on macOS, else kB)
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
 # --------------------------------------------------------------------------
