@@ -136,18 +136,18 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
 
         if "spark" not in opts.skip:
             spark_figures(report, sampler, spark, cfg, photos, extra, work)
-        if "naive" not in opts.skip:
-            _load(report, "before the naive udf")
-            with sampler.measure("naive"):
-                seconds = naive_udf(spark, str(inputs), spec, str(work / "naive.parquet"), opts.naive_batch)
-            report.add("naive udf img/s", len(photos) / seconds, "{:.1f}")
-            report.add("naive udf worker peak RSS MiB", sampler.peak("naive"), "{:.0f}")
-        if "udf" not in opts.skip:
-            _load(report, "before predict_batch_udf")
-            with sampler.measure("udf"):
-                seconds = predict_batch(spark, str(inputs), spec, str(work / "udf.parquet"), opts.udf_batch)
-            report.add("predict_batch_udf img/s", len(photos) / seconds, "{:.1f}")
-            report.add("predict_batch_udf worker peak RSS MiB", sampler.peak("udf"), "{:.0f}")
+        baselines = (
+            ("naive", "naive udf", naive_udf, opts.naive_batch),
+            ("udf", "predict_batch_udf", predict_batch, opts.udf_batch),
+        )
+        for stage, label, baseline, batch in baselines:
+            if stage in opts.skip:
+                continue
+            _load(report, f"before {label}")
+            with sampler.measure(stage):
+                seconds = baseline(spark, str(inputs), spec, str(work / f"{stage}.parquet"), batch)
+            report.add(f"{label} img/s", len(photos) / seconds, "{:.1f}")
+            report.add(f"{label} worker peak RSS MiB", sampler.peak(stage), "{:.0f}")
 
     report.add("bench wall s", time.monotonic() - started, "{:.0f}")
     _load(report, "at end")

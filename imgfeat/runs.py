@@ -135,7 +135,8 @@ def _featurize(
     spark = spark or get_spark(cfg.spark)
     run_id = run_id or uuid.uuid4().hex
     started = time.monotonic()
-    delta.remove_stale_staging(cfg.table)
+    for dead in delta.remove_stale_staging(cfg.table):
+        log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
     # The scan has a task per few dozen files; the listing is tiny, so one
     # partition per core makes every later stage on it cheap (incremental runs).
@@ -304,7 +305,7 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
     tracking.use_store(cfg.tracking)
     model = scoring.resolve_model(cfg.model)
     spark = spark or get_spark(cfg.spark)
-    features = scoring.load_image_model(model.local_dir).features
+    features = scoring.model_features(model.local_dir)
 
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
     parts = max(spark.sparkContext.defaultParallelism, -(-listing.count() // cfg.read.files_per_partition))

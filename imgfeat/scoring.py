@@ -361,6 +361,16 @@ def resolve_model(uri: str) -> ResolvedModel:
     return ResolvedModel(uri, name, ver, local)
 
 
+def model_features(local_dir: str) -> FeatureSpec:
+    """The `FeatureSpec` of a downloaded model, read without loading its networks."""
+    from mlflow.models import Model
+
+    artifacts = Model.load(local_dir).flavors.get("python_function", {}).get("artifacts") or {}
+    if FEATURES_ARTIFACT not in artifacts:
+        raise InputError(f"{local_dir} is not an imgfeat image model (no {FEATURES_ARTIFACT!r} artifact)")
+    return FeatureSpec.from_json(Path(local_dir, artifacts[FEATURES_ARTIFACT]["path"]).read_text())
+
+
 def load_image_model(local_dir: str) -> ImageModel:
     """The `ImageModel` inside a downloaded pyfunc directory."""
     model = mlflow.pyfunc.load_model(local_dir).unwrap_python_model()

@@ -17,8 +17,8 @@ from deltalake import DeltaTable
 from PIL import Image
 
 from imgfeat import nightly
-from imgfeat.cli import build_parser, main
-from imgfeat.config import NightlyConfig, RetrainPolicy, load_config
+from imgfeat.cli import build_parser, main, nightly_config
+from imgfeat.config import RetrainPolicy
 from imgfeat.errors import ConflictError
 from imgfeat.runs import nightly_run
 from imgfeat.samples import write_labeled_photos
@@ -26,21 +26,18 @@ from imgfeat.samples import write_labeled_photos
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _nightly_cfg(tmp: Path, images: Path, *sets: str) -> NightlyConfig:
-    return load_config(
-        NightlyConfig,
-        REPO / "conf" / "nightly.yaml",
-        [
-            f"featurize.table={tmp / 'emb'}",
-            f"score.output={tmp / 'scores'}",
-            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
-            "featurize.featurizer.batch_size=8",
-            "train.baselines.linear=false",
-            "train.baselines.raw_pixels=false",
-            *sets,
-        ],
-        **{"featurize.input": str(images)},
+def _nightly_argv(tmp: Path, images: Path, *sets: str) -> list[str]:
+    """`imgfeat nightly` arguments on sample photos, with everything under `tmp`."""
+    sets = (
+        f"score.output={tmp / 'scores'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        "featurize.featurizer.batch_size=8",
+        "train.baselines.linear=false",
+        "train.baselines.raw_pixels=false",
+        *sets,
     )
+    return ["nightly", "--config", str(REPO / "conf" / "nightly.yaml"), "--input", str(images),
+            "--table", str(tmp / "emb"), *(arg for s in sets for arg in ("--set", s))]
 
 
 def _versions(model_name: str, uri: str) -> list[str]:
@@ -51,9 +48,10 @@ def _versions(model_name: str, uri: str) -> list[str]:
 
 @pytest.mark.slow
 def test_nightly_twice_adds_nothing_and_new_rows_below_threshold_do_not_retrain(spark, tmp_path):
-    images = write_labeled_photos(tmp_path / "images", per_class=6)
+    images = write_labeled_photos(tmp_path / "images", per_class=5)
     n = len(list(images.rglob("*.jpg")))
-    cfg = _nightly_cfg(tmp_path, images, "retrain.min_new_rows=1000", "retrain.min_new_fraction=0.5")
+    argv = _nightly_argv(tmp_path, images, "retrain.min_new_rows=1000", "retrain.min_new_fraction=0.5")
+    cfg = nightly_config(build_parser().parse_args(argv))
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     first = nightly_run(cfg, spark=spark)
@@ -64,10 +62,12 @@ def test_nightly_twice_adds_nothing_and_new_rows_below_threshold_do_not_retrain(
     emb_version = DeltaTable(str(tmp_path / "emb")).version()
     scores_version = DeltaTable(str(tmp_path / "scores")).version()
 
-    second = nightly_run(cfg, spark=spark)
-    assert not second.featurize.committed and second.featurize.featurized == 0
-    assert second.new_rows == 0 and second.train is None and second.score is None
-    assert set(second.skipped) == {"train", "score"}
+    # The second run goes through the CLI, as cron runs it.
+    assert main([*argv, "--summary-json", str(tmp_path / "second.json")]) == 0
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert not second["featurize"]["committed"] and second["featurize"]["counts"] == {}
+    assert second["new_rows"] == 0 and second["retrained"] is None and second["score"] is None
+    assert set(second["skipped"]) == {"train", "score"}
     assert DeltaTable(str(tmp_path / "emb")).version() == emb_version
     assert DeltaTable(str(tmp_path / "scores")).version() == scores_version
     assert _versions("imgfeat", db) == [first.train.model_version]
@@ -150,8 +150,6 @@ def _bundle() -> dict:
 
 
 def test_bundle_tasks_run_the_nightly_steps_with_flags_the_cli_accepts():
-    from imgfeat.cli import nightly_config
-
     bundle = _bundle()
     (job,) = bundle["resources"]["jobs"].values()
     assert job["max_concurrent_runs"] == 1 and len(job["schedule"]["quartz_cron_expression"].split()) == 6

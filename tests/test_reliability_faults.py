@@ -105,7 +105,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str
 
 
 @pytest.mark.slow
-def test_job_killed_before_commit_leaves_the_table_as_it_was(spark, inputs, tmp_path):
+def test_job_killed_before_commit_leaves_the_table_as_it_was(spark, inputs, tmp_path, caplog):
     from imgfeat.runs import featurize_run
 
     table = tmp_path / "emb"
@@ -131,6 +131,7 @@ def test_job_killed_before_commit_leaves_the_table_as_it_was(spark, inputs, tmp_
     assert again.committed and again.version == 1 and again.counts == {"ok": 8} and again.skipped == 8
     _assert_one_row_per_file(table, inputs)
     assert not staging.exists() or list(staging.iterdir()) == []  # the dead run's staging is gone
+    assert f"removed the staging folder of run {dead.name}" in caplog.text
 
 
 @pytest.mark.slow
