@@ -169,7 +169,6 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         index = proba.argmax(axis=1)
         out.loc[rows, "prediction"] = index.astype(np.float64)
         out.loc[rows, "predicted_class"] = [self.features.classes[k] for k in index]
-        out["probabilities"] = out["probabilities"].astype(object)
         for r, p in zip(rows, proba.astype(np.float64)):
             out.at[r, "probabilities"] = p.tolist()
 
