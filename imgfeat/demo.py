@@ -17,7 +17,6 @@ and scores again.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import sys
 import time
@@ -60,7 +59,6 @@ def main() -> int:
     from imgfeat.runs import featurize_run, score_run, train_run
     from imgfeat.session import get_spark
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers run this venv
     started = time.monotonic()
     table, scores = ROOT / "warehouse" / "embeddings", ROOT / "warehouse" / "scores"
     train_dir, new_dir = prepare_photos(ROOT)

@@ -207,7 +207,11 @@ def _lfw() -> np.ndarray:
 # --- labeled images ----------------------------------------------------------------
 
 
-def _regions(label: str, count: int, rng: np.random.Generator) -> list[object]:
+#: Where a labeled image comes from: an LFW crop index, or a (left, top, side) tile of a photo.
+Region = int | tuple[int, int, int]
+
+
+def _regions(label: str, count: int, rng: np.random.Generator) -> list[Region]:
     """`count` distinct sources for a class: LFW crop indices, or tile boxes of its photo.
 
     Tiles are the cells of the finest grid of equal squares that has at least
@@ -229,13 +233,12 @@ def _regions(label: str, count: int, rng: np.random.Generator) -> list[object]:
     return [(int(c % cols) * side, int(c // cols) * side, side) for c in cells]
 
 
-def _labeled_image(label: str, region: object, rng: np.random.Generator) -> Image.Image:
-    source = LABELED_CLASSES[label][0]
-    if source in ("lfw_faces", "lfw_nonfaces"):
-        return _lfw_image(source == "lfw_nonfaces", int(region), rng)  # type: ignore[call-overload]
-    left, top, side = region  # type: ignore[misc]
+def _labeled_image(label: str, region: Region, rng: np.random.Generator) -> Image.Image:
+    if isinstance(region, int):
+        return _lfw_image(LABELED_CLASSES[label][0] == "lfw_nonfaces", region, rng)
+    left, top, side = region
     long_side = int(rng.integers(160, 257))
-    image = _source(source).resize((long_side, long_side), Image.Resampling.BICUBIC,
+    image = _source(LABELED_CLASSES[label][0]).resize((long_side, long_side), Image.Resampling.BICUBIC,
                                    box=(left, top, left + side, top + side))
     if label in _TEXTURES:
         image = image.rotate(90 * int(rng.integers(4)))

@@ -7,6 +7,9 @@ whether the session can write Delta through Spark. Must not: run any job.
 
 from __future__ import annotations
 
+import os
+import sys
+
 from pyspark.sql import SparkSession
 
 from imgfeat.config import SparkConfig
@@ -42,6 +45,9 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     builder = SparkSession.builder.appName(cfg.app_name)
     if cfg.master:  # else spark-submit's --master, or Spark's own default local[*]
         builder = builder.master(cfg.master)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and (cfg.master or "local").startswith("local"):
+        # Local workers must run this interpreter (the venv), not `python3` from PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**DEFAULT_CONF, **cfg.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
