@@ -245,6 +245,15 @@ def check_writable(table: str) -> None:
         raise InputError(f"table path {table} is not writable: {exc.strerror} in {existing}") from None
 
 
+def may_exist(table: str) -> bool:
+    """False only when a local table path surely holds no Delta table, so a
+    job can say so before Spark starts; remote stores are answered by the read."""
+    from deltalake import DeltaTable
+
+    local = local_path(table)
+    return local is None or DeltaTable.is_deltatable(local)
+
+
 def run_metadata(spark: SparkSession, table: str, version: int) -> dict[str, str]:
     """The `imgfeat.*` metadata recorded in the commit of `version`."""
     if has_spark_delta(spark):

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -27,6 +27,9 @@ from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.session import get_spark
 from imgfeat.train import TrainResult, join_columns, read_source, resolve_spec
 from imgfeat.train import train as train_model
+
+if TYPE_CHECKING:
+    from imgfeat.scoring import ResolvedModel
 
 log = logging.getLogger("imgfeat")
 
@@ -235,6 +238,8 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
     """Train on the embeddings table; with tracking on, log the run and register the model."""
     from imgfeat import scoring  # imports mlflow: only train and score pay for it
 
+    if not delta.may_exist(cfg.table):  # before Spark starts
+        raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}) as run_id:
         result = train_model(spark, cfg)
@@ -292,21 +297,53 @@ class ScoreSummary:
 
 
 def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSummary:
-    """Score the images under `cfg.input` with a registered model into `cfg.output`, as one commit."""
+    """Score the images under `cfg.input` with a registered model into `cfg.output`, as one commit.
+
+    With tracking on, the run is an MLflow run (job `score`) whose id is the
+    `run_id` in the scores table, tagged with the model and the output version.
+    """
     if not cfg.model:
         raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
     if not cfg.input:
         raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
     sources.check_input(cfg.input, cfg.read.extensions)  # before Spark starts, as the model lookup
+    delta.check_writable(cfg.output)
+    from imgfeat import scoring
+
+    tracking.use_store(cfg.tracking)
+    model = scoring.resolve_model(cfg.model)
+    with tracking.run(cfg.tracking, "score", {"scores_table": cfg.output}) as tracked:
+        summary = _score(cfg, model, spark or get_spark(cfg.spark), tracked or uuid.uuid4().hex)
+        if tracked:
+            tracking.log_params(dump_config(cfg))
+            tracking.set_tags(
+                {
+                    "model": model.uri,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "scores_version": str(summary.version),
+                    "counts": summary.counts,
+                }
+            )
+            tracking.log_metrics(
+                {
+                    "images": summary.images,
+                    "featurized": summary.featurized,
+                    "reused": summary.reused,
+                    "seconds": summary.seconds,
+                    "images_per_second": summary.images / summary.seconds if summary.seconds > 0 else 0.0,
+                    **({"scores_version": summary.version} if summary.version is not None else {}),
+                    **{f"count_{k}": v for k, v in summary.counts.items()},
+                }
+            )
+    return summary
+
+
+def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: str) -> ScoreSummary:
     from imgfeat import scoring
 
     started = time.monotonic()
-    run_id = uuid.uuid4().hex
-    tracking.use_store(cfg.tracking)
-    model = scoring.resolve_model(cfg.model)
-    spark = spark or get_spark(cfg.spark)
     features = scoring.model_features(model.local_dir)
-
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
     parts = max(spark.sparkContext.defaultParallelism, -(-listing.count() // cfg.read.files_per_partition))
     hashed = scoring.hash_files(listing.repartition(parts, "path"))

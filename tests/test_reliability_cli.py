@@ -1,5 +1,5 @@
 """Bad configuration and arguments through the real command line
-(`imgfeat featurize`, and `imgfeat score`'s own checks).
+(`imgfeat featurize`, and `imgfeat train`'s and `imgfeat score`'s own checks).
 
 Each case runs `python -m imgfeat.cli` in a subprocess and must exit 2 with
 ONE line on stderr that names the culprit (key and file, path, or name with
@@ -21,7 +21,7 @@ import pytest
 
 from imgfeat.errors import ImgfeatError
 
-pytestmark = pytest.mark.slow  # 19 processes, most of which import torch
+pytestmark = pytest.mark.slow  # 21 processes, most of which import torch
 
 NO_SPARK = ("--set", "spark.master=bogus://spark-must-not-start")
 CASES = (
@@ -29,7 +29,7 @@ CASES = (
     "unknown --set key", "--set without =", "no input", "missing input", "empty input",
     "table under a file", "table is a photo folder", "unknown featurizer", "missing weights",
     "pinned sha256 differs", "score: unknown key", "score: no model", "score: missing input",
-    "score: unknown model",
+    "score: unknown model", "score: output under a file", "train: no table",
 )
 
 
@@ -96,6 +96,13 @@ def _cases(tmp: Path) -> dict[str, Case]:
         "score: unknown model": Case(
             ("score", "--model", "models:/no_such_model/1", "--input", str(photos)),
             ("cannot load model models:/no_such_model/1", "no_such_model"),
+        ),
+        "score: output under a file": Case(
+            ("score", "--model", "models:/cats/1", "--input", str(photos), "--output", str(tmp / "a_file" / "scores")),
+            ("not writable", str(tmp / "a_file")),
+        ),
+        "train: no table": Case(
+            ("train", "--table", str(tmp / "nowhere")), ("no embeddings table", str(tmp / "nowhere"), "imgfeat featurize")
         ),
     }
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import xgboost
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 from PIL import Image
 
 from imgfeat.config import ScoreConfig, load_config
@@ -125,6 +126,13 @@ def test_score_job_reuses_stored_embeddings_featurizes_the_rest_and_keeps_bad_im
     for src in stored[:2]:
         row = rows[f"rotated_{src.name}"]
         assert row["featurized"] and row["status"] == "ok" and row["content_sha256"] not in shas
+
+    run = MlflowClient(trainset.tracking_uri).get_run(summary.run_id)  # the score run is tracked
+    assert {r["run_id"] for r in rows.values()} == {run.info.run_id}
+    assert run.data.tags["imgfeat.job"] == "score" and run.data.tags["imgfeat.model_version"] == "1"
+    assert run.data.tags["imgfeat.scores_table"] == str(tmp_path / "scores")
+    assert run.data.tags["imgfeat.scores_version"] == "0"
+    assert run.data.metrics["reused"] == 3 and run.data.metrics["count_decode_error"] == 1
 
     again = score_run(cfg, spark)  # a rerun replaces its rows, never duplicates them
     assert again.version == 1
