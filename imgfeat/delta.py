@@ -196,6 +196,11 @@ def commit(
         remove_staging(staged)
 
 
+def unchanged(spark: SparkSession, table: str) -> Commit:
+    """What `commit` reports for a run with nothing to write, without staging anything."""
+    return Commit(table_version(spark, table), False, "spark-delta" if has_spark_delta(spark) else "delta-rs")
+
+
 def remove_staging(staged: str) -> None:
     local = local_path(staged)
     if local is not None:

@@ -310,6 +310,7 @@ def featurize_listing(
     files_per_partition: int = 256,
     loads: Accumulator | None = None,
     peak_rss: Accumulator | None = None,
+    count: int | None = None,
 ) -> DataFrame:
     """Plan (lazily) the featurization of a listing frame; one row out per row in.
 
@@ -318,9 +319,10 @@ def featurize_listing(
     Round-robin, not by a hash of the path: every task gets the same number of
     files (±1), so no core idles at the end waiting for a larger partition.
     `loads` counts model loads; `peak_rss` (`MaxParam`) gets the workers' peak RSS in MiB.
+    `count` is the listing's row count when the caller knows it (else counted here).
     """
     spark = listing.sparkSession
-    n = listing.count()
+    n = listing.count() if count is None else count
     cores = spark.sparkContext.defaultParallelism
     parts = max(1, min(max(cores, -(-n // files_per_partition)), n or 1))
     spec_, opts_, loads_, peak_ = spec, opts, loads, peak_rss  # only small objects enter the closure

@@ -144,24 +144,35 @@ def _featurize(
     # The scan has a task per few dozen files; the listing is tiny, so one
     # partition per core makes every later stage on it cheap (incremental runs).
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
-    listing = listing.coalesce(max(1, spark.sparkContext.defaultParallelism)).cache()
-    listed = listing.count()
+    listed = listing.count
     if listed == 0:
         raise InputError(
             f"no images under {cfg.input} (extensions: {', '.join(cfg.read.extensions)})"
         )
     if cfg.featurizer.dim:
         spec = reduce.ensure_basis(
-            listing, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, worker_options(cfg)
+            listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, worker_options(cfg)
         )
-    todo = sources.only_new(listing, delta.existing_keys(spark, cfg.table, spec.fingerprint))
-    log.warning("imgfeat: %d images listed under %s; featurizing what is new with %s", listed, cfg.input, spec.name)
+    todo = sources.only_new(listing.frame, delta.existing_keys(spark, cfg.table, spec.fingerprint)).cache()
+    new = todo.count()
+    log.warning(
+        "imgfeat: %d images listed under %s, %d new or changed; featurizing them with %s",
+        listed, cfg.input, new, spec.name,
+    )
+    if new == 0:  # an idle nightly run: no Python worker, no staging, no commit
+        todo.unpersist()
+        listing.release()
+        unchanged = delta.unchanged(spark, cfg.table)
+        return FeaturizeSummary(
+            run_id=run_id, table=cfg.table, featurizer=spec.name, fingerprint=spec.fingerprint, listed=listed,
+            skipped=listed, version=unchanged.version, writer=unchanged.writer, seconds=time.monotonic() - started,
+        )
 
     loads = spark.sparkContext.accumulator(0)
     peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
     rows = featurize_listing(
         todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
-        peak_rss=peak_rss,
+        peak_rss=peak_rss, count=new,
     ).withColumn("run_id", F.lit(run_id)).withColumn("featurized_at", F.current_timestamp())
     staged = delta.stage(rows, cfg.table, run_id)
     counts = delta.staged_counts(staged)
@@ -190,7 +201,8 @@ def _featurize(
             "versions": library_versions(),
         },
     )
-    listing.unpersist()
+    todo.unpersist()
+    listing.release()
     summary.version, summary.committed, summary.writer = result.version, result.committed, result.writer
     summary.seconds = time.monotonic() - started
     summary.model_loads = int(loads.value)
@@ -345,8 +357,8 @@ def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: 
     started = time.monotonic()
     features = scoring.model_features(model.local_dir)
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
-    parts = max(spark.sparkContext.defaultParallelism, -(-listing.count() // cfg.read.files_per_partition))
-    hashed = scoring.hash_files(listing.repartition(parts, "path"))
+    parts = max(spark.sparkContext.defaultParallelism, -(-listing.count // cfg.read.files_per_partition))
+    hashed = scoring.hash_files(listing.frame.repartition(parts, "path"))
     frame = scoring.with_stored_embeddings(spark, hashed, cfg.table, features.featurizers)
     if features.columns:
         if not cfg.tabular.source:
@@ -376,6 +388,7 @@ def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: 
          "reused": by_source.get(("ok", False), 0)},
         contract=scoring.SCORES,
     )
+    listing.release()
     return ScoreSummary(
         run_id=run_id,
         output=cfg.output,

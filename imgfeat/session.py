@@ -55,10 +55,21 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     return spark
 
 
+#: applicationId → whether its JVM has Delta; a classpath never changes within an application.
+_DELTA_IN_JVM: dict[str, bool] = {}
+
+
 def has_spark_delta(spark: SparkSession) -> bool:
-    """True when the JVM has Delta Lake (Databricks, or delta-spark jars on the classpath)."""
-    try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
-        return True
-    except Exception:
-        return False
+    """True when the JVM has Delta Lake (Databricks, or delta-spark jars on the classpath).
+
+    Asked once per application: a failed class lookup costs ~0.1 s of Py4J
+    error handling, paid several times per run otherwise.
+    """
+    app = spark.sparkContext.applicationId
+    if app not in _DELTA_IN_JVM:
+        try:
+            spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]
+            _DELTA_IN_JVM[app] = True
+        except Exception:
+            _DELTA_IN_JVM[app] = False
+    return _DELTA_IN_JVM[app]

@@ -16,6 +16,7 @@ in flight, not by an Arrow batch of whole files.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -31,11 +32,27 @@ from imgfeat.errors import InputError, Status
 LISTING_COLUMNS = ("path", "modification_time", "length")
 
 
-def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> DataFrame:
-    """All image files under `uri` (directory, glob or URI), recursively.
+@dataclass(frozen=True)
+class Listing:
+    """The image files under an input: a Spark frame of (path,
+    modification_time, length) over a cached scan, and its row count.
+    `release()` frees the cache."""
+
+    frame: DataFrame
+    count: int
+    cached: DataFrame
+
+    def release(self) -> None:
+        self.cached.unpersist()
+
+
+def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Listing:
+    """All image files under `uri` (directory, glob or URI), recursively, listed now.
 
     Extensions match case-insensitively. Spark skips hidden files (`.x`, `_x`).
-    Raises `InputError` if the location does not exist.
+    Raises `InputError` if the location does not exist. The scan reads no
+    bytes, so it runs as one task per core (Spark would plan one per ~32
+    files) and is cached: later stages filter and repartition it cheaply.
     """
     exts = _normalized(extensions)
     check_input(uri, exts)
@@ -47,12 +64,26 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Dat
         frame = reader.load(uri)
     except AnalysisException as exc:
         raise InputError(f"input not found or unreadable: {uri} ({_first_line(exc)})") from None
-    listing = frame.select(
+    cores = max(1, spark.sparkContext.defaultParallelism)
+    scanned = frame.select(
         F.col("path"),
         F.col("modificationTime").alias("modification_time"),
         F.col("length"),
-    ).where(F.lower(F.col("path")).rlike(pattern))
-    return listing.unionByName(_empty_files(frame, pattern))
+        F.lower(F.col("path")).rlike(pattern).alias("_image"),
+    )
+    cached = scanned.coalesce(cores).cache()
+    files, images = cached.agg(F.count("*"), F.sum(F.col("_image").cast("long"))).first()  # fills the cache
+    listing = Listing(cached.where("_image").drop("_image"), int(images or 0), cached)
+    if len(frame._jdf.inputFiles()) > files:  # zero-byte files: in the index, skipped by the scan
+        whole = listing.frame.unionByName(_empty_files(frame, pattern)).coalesce(cores).cache()
+        listing.release()
+        listing = Listing(whole, whole.count(), whole)
+    return listing
+
+
+def _canonical(column: Column) -> Column:
+    """A file URI as the scan writes it: the index says file:///x where the scan says file:/x."""
+    return F.regexp_replace(column, r"^([A-Za-z][A-Za-z0-9+.-]*):///", "$1:/").alias("uri")
 
 
 def _empty_files(frame: DataFrame, pattern: str) -> DataFrame:
@@ -61,20 +92,17 @@ def _empty_files(frame: DataFrame, pattern: str) -> DataFrame:
     Spark's file index lists them but its scans skip them (only non-empty
     files get a split), so binaryFile never returns them and they would get
     no row. They are the index's files (`inputFiles`, kept in the JVM) that
-    the scan did not return; a worker stats each (usually none) so its row
-    has the same key on every run. Lazy, like the scan.
+    the scan did not return; a worker stats each so its row has the same key
+    on every run. Only planned when the index holds more files than the scan
+    returned.
     """
     spark = frame.sparkSession
     jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
     files = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(frame._jdf.inputFiles())
     strings = jvm.org.apache.spark.sql.Encoders.STRING()
     index = DataFrame(spark._jsparkSession.createDataset(files, strings).toDF(), spark)
-
-    def canonical(column: Column) -> Column:  # the index says file:///x where the scan says file:/x
-        return F.regexp_replace(column, r"^([A-Za-z][A-Za-z0-9+.-]*):///", "$1:/").alias("uri")
-
-    scanned = frame.select(canonical(F.col("_metadata.file_path")))
-    missing = index.select(canonical(F.col("value"))).where(F.lower("uri").rlike(pattern))
+    missing = index.select(_canonical(F.col("value"))).where(F.lower("uri").rlike(pattern))
+    scanned = frame.select(_canonical(F.col("_metadata.file_path")))
     schema = "path string, modification_time timestamp, length long"
     return missing.join(scanned, "uri", "left_anti").mapInPandas(_stat_uris, schema)
 

@@ -85,6 +85,8 @@ def test_rerun_adds_nothing_and_new_files_land_in_one_version(spark, inputs, tmp
     again = featurize_run(cfg, spark)
     assert not again.committed and again.version == first.version
     assert again.featurized == 0 and again.skipped == n
+    assert again.model_loads == 0 and again.worker_peak_rss_mib == 0  # no Python worker ran
+    assert not (table / "_imgfeat_staging").exists() or not any((table / "_imgfeat_staging").iterdir())
     assert len(_rows(table)) == n and DeltaTable(str(table)).version() == first.version
 
     sub = inputs / "new" / "deeper"
