@@ -16,7 +16,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imgfeat import delta, faults, nightly, reduce, sources, tracking
@@ -141,9 +141,18 @@ def _featurize(
     for dead in delta.remove_stale_staging(cfg.table):
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
-    # The scan has a task per few dozen files; the listing is tiny, so one
-    # partition per core makes every later stage on it cheap (incremental runs).
     listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
+    try:
+        summary = _featurize_listed(cfg, spec, spark, run_id, listing)
+    finally:
+        listing.release()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _featurize_listed(
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession, run_id: str, listing: sources.Listing
+) -> FeaturizeSummary:
     listed = listing.count
     if listed == 0:
         raise InputError(
@@ -154,59 +163,57 @@ def _featurize(
             listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, worker_options(cfg)
         )
     todo = sources.only_new(listing.frame, delta.existing_keys(spark, cfg.table, spec.fingerprint)).cache()
-    new = todo.count()
-    log.warning(
-        "imgfeat: %d images listed under %s, %d new or changed; featurizing them with %s",
-        listed, cfg.input, new, spec.name,
-    )
-    if new == 0:  # an idle nightly run: no Python worker, no staging, no commit
-        todo.unpersist()
-        listing.release()
-        unchanged = delta.unchanged(spark, cfg.table)
-        return FeaturizeSummary(
-            run_id=run_id, table=cfg.table, featurizer=spec.name, fingerprint=spec.fingerprint, listed=listed,
-            skipped=listed, version=unchanged.version, writer=unchanged.writer, seconds=time.monotonic() - started,
+    try:
+        new = todo.count()
+        log.warning(
+            "imgfeat: %d images listed under %s, %d new or changed; featurizing them with %s",
+            listed, cfg.input, new, spec.name,
         )
+        summary = FeaturizeSummary(
+            run_id=run_id, table=cfg.table, featurizer=spec.name, fingerprint=spec.fingerprint, listed=listed,
+            skipped=listed,
+        )
+        if new == 0:  # an idle nightly run: no Python worker, no staging, no commit
+            result = delta.unchanged(spark, cfg.table)
+        else:
+            result = _featurize_new(cfg, spec, todo, new, summary)
+    finally:
+        todo.unpersist()
+    summary.version, summary.committed, summary.writer = result.version, result.committed, result.writer
+    return summary
 
+
+def _featurize_new(
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, todo: DataFrame, new: int, summary: FeaturizeSummary
+) -> delta.Commit:
+    """Featurize the `new` listing rows of `todo`, stage them and commit them as one version."""
+    spark = todo.sparkSession
     loads = spark.sparkContext.accumulator(0)
     peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
     rows = featurize_listing(
         todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
         peak_rss=peak_rss, count=new,
-    ).withColumn("run_id", F.lit(run_id)).withColumn("featurized_at", F.current_timestamp())
-    staged = delta.stage(rows, cfg.table, run_id)
-    counts = delta.staged_counts(staged)
-    summary = FeaturizeSummary(
-        run_id=run_id,
-        table=cfg.table,
-        featurizer=spec.name,
-        fingerprint=spec.fingerprint,
-        listed=listed,
-        skipped=listed - sum(counts.values()),
-        counts=counts,
-        worker_peak_rss_mib=round(float(peak_rss.value), 1),
-    )
+    ).withColumn("run_id", F.lit(summary.run_id)).withColumn("featurized_at", F.current_timestamp())
+    staged = delta.stage(rows, cfg.table, summary.run_id)
+    summary.counts = delta.staged_counts(staged)
+    summary.skipped = summary.listed - sum(summary.counts.values())
+    summary.worker_peak_rss_mib = round(float(peak_rss.value), 1)
+    summary.model_loads = int(loads.value)
     faults.die_once(faults.KILL_BEFORE_COMMIT)  # test hook: a no-op unless its variable is set
-    result = delta.commit(
+    return delta.commit(
         spark,
         staged,
         cfg.table,
         spec.name,
-        run_id,
+        summary.run_id,
         metadata={
             "config_sha256": config_sha256(cfg),
             "featurizer": spec.name,
             "featurizer_fingerprint": spec.fingerprint,
-            "counts": counts,
+            "counts": summary.counts,
             "versions": library_versions(),
         },
     )
-    todo.unpersist()
-    listing.release()
-    summary.version, summary.committed, summary.writer = result.version, result.committed, result.writer
-    summary.seconds = time.monotonic() - started
-    summary.model_loads = int(loads.value)
-    return summary
 
 
 def library_versions() -> dict[str, str]:
@@ -293,7 +300,7 @@ class ScoreSummary:
     reused: int  # ok images whose embeddings came from the embeddings table
     version: int | None
     committed: bool
-    seconds: float
+    seconds: float = 0.0
 
     @property
     def images(self) -> int:
@@ -352,11 +359,22 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
 
 
 def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: str) -> ScoreSummary:
+    started = time.monotonic()
+    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
+    try:
+        summary = _score_listed(cfg, model, spark, run_id, listing)
+    finally:
+        listing.release()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _score_listed(
+    cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: str, listing: sources.Listing
+) -> ScoreSummary:
     from imgfeat import scoring
 
-    started = time.monotonic()
     features = scoring.model_features(model.local_dir)
-    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
     parts = max(spark.sparkContext.defaultParallelism, -(-listing.count // cfg.read.files_per_partition))
     hashed = scoring.hash_files(listing.frame.repartition(parts, "path"))
     frame = scoring.with_stored_embeddings(spark, hashed, cfg.table, features.featurizers)
@@ -388,7 +406,6 @@ def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: 
          "reused": by_source.get(("ok", False), 0)},
         contract=scoring.SCORES,
     )
-    listing.release()
     return ScoreSummary(
         run_id=run_id,
         output=cfg.output,
@@ -399,7 +416,6 @@ def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: 
         reused=by_source.get(("ok", False), 0),
         version=result.version,
         committed=result.committed,
-        seconds=time.monotonic() - started,
     )
 
 

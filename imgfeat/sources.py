@@ -16,6 +16,7 @@ in flight, not by an Arrow batch of whole files.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -70,10 +71,14 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Lis
         F.col("modificationTime").alias("modification_time"),
         F.col("length"),
         F.lower(F.col("path")).rlike(pattern).alias("_image"),
+        # Spark reuses a cached frame with an equal plan, and an earlier listing of
+        # this folder still cached (a run that failed before `release`) would be
+        # stale: this literal makes every listing's plan its own.
+        F.lit(uuid.uuid4().hex).alias("_listing"),
     )
     cached = scanned.coalesce(cores).cache()
     files, images = cached.agg(F.count("*"), F.sum(F.col("_image").cast("long"))).first()  # fills the cache
-    listing = Listing(cached.where("_image").drop("_image"), int(images or 0), cached)
+    listing = Listing(cached.where("_image").drop("_image", "_listing"), int(images or 0), cached)
     if len(frame._jdf.inputFiles()) > files:  # zero-byte files: in the index, skipped by the scan
         whole = listing.frame.unionByName(_empty_files(frame, pattern)).coalesce(cores).cache()
         listing.release()

@@ -141,3 +141,20 @@ def test_commit_records_run_metadata(spark, inputs, tmp_path):
     assert meta["imgfeat.featurizer_fingerprint"] == summary.fingerprint
     assert '"ok": ' in meta["imgfeat.counts"]
     assert "torch" in meta["imgfeat.versions"]
+
+
+def test_a_listing_left_cached_by_a_failed_run_never_goes_stale(spark, inputs):
+    from imgfeat.sources import list_images
+
+    leaked = list_images(spark, str(inputs), ["jpg"])  # as if the run died before releasing it
+    first = sorted(inputs.glob("*.jpg"))
+    first[0].unlink()
+    shutil.copy(first[1], inputs / "added.jpg")
+    (inputs / "empty.jpg").write_bytes(b"")
+
+    again = list_images(spark, str(inputs), ["jpg"])
+    paths = sorted(r["path"].rsplit("/", 1)[1] for r in again.frame.collect())
+    assert paths == sorted([p.name for p in first[1:]] + ["added.jpg", "empty.jpg"])
+    assert again.count == len(paths)
+    again.release()
+    leaked.release()
