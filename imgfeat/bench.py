@@ -51,7 +51,7 @@ _MIB = 1024 * 1024
 class BenchOptions:
     """What one bench run measures; the defaults are what `make bench` runs."""
 
-    n: int = 1000  # 2000 took over 15 minutes on the shared 2-core machine (bench/README.md)
+    n: int = 2000  # 7.7 min for `make bench` on the idle 2-core machine (bench/README.md)
     seed: int = 0
     out: Path = Path("bench/out")
     master: str | None = None  # None: local[<cores>]

@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_featurizers)
 
     p = sub.add_parser("bench", help="time the Spark job against a hand loop and other baselines")
-    p.add_argument("--n", type=int, default=1000, help="benchmark photos (default 1000; cached in --out)")
+    p.add_argument("--n", type=int, default=2000, help="benchmark photos (default 2000; cached in --out)")
     p.add_argument("--seed", type=int, default=0, help="photo generator seed")
     p.add_argument("--out", default="bench/out", help="cache and scratch folder (default bench/out)")
     p.add_argument("--master", help="Spark master (default local[<cores>])")
