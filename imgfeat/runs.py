@@ -141,11 +141,8 @@ def _featurize(
     for dead in delta.remove_stale_staging(cfg.table):
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
-    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
-    try:
+    with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
         summary = _featurize_listed(cfg, spec, spark, run_id, listing)
-    finally:
-        listing.release()
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -360,11 +357,8 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
 
 def _score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, run_id: str) -> ScoreSummary:
     started = time.monotonic()
-    listing = sources.list_images(spark, cfg.input, cfg.read.extensions)
-    try:
+    with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
         summary = _score_listed(cfg, model, spark, run_id, listing)
-    finally:
-        listing.release()
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -37,7 +37,7 @@ LISTING_COLUMNS = ("path", "modification_time", "length")
 class Listing:
     """The image files under an input: a Spark frame of (path,
     modification_time, length) over a cached scan, and its row count.
-    `release()` frees the cache."""
+    `release()` (or leaving a `with` block) frees the cache."""
 
     frame: DataFrame
     count: int
@@ -45,6 +45,12 @@ class Listing:
 
     def release(self) -> None:
         self.cached.unpersist()
+
+    def __enter__(self) -> "Listing":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Listing:
