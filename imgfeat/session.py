@@ -59,12 +59,15 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
 _DELTA_IN_JVM: dict[str, bool] = {}
 
 
-def has_spark_delta(spark: SparkSession) -> bool:
-    """True when the JVM has Delta Lake (Databricks, or delta-spark jars on the classpath).
+def has_spark_delta(spark: SparkSession | None) -> bool:
+    """True when the JVM has Delta Lake (Databricks, or delta-spark jars on the classpath);
+    False without a session (delta-rs then writes alone).
 
     Asked once per application: a failed class lookup costs ~0.1 s of Py4J
     error handling, paid several times per run otherwise.
     """
+    if spark is None:
+        return False
     app = spark.sparkContext.applicationId
     if app not in _DELTA_IN_JVM:
         try:
