@@ -303,6 +303,10 @@ class ScoreSummary:
     def images(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
     def line(self) -> str:
         by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none"
         return (
@@ -347,7 +351,7 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
                     "featurized": summary.featurized,
                     "reused": summary.reused,
                     "seconds": summary.seconds,
-                    "images_per_second": summary.images / summary.seconds if summary.seconds > 0 else 0.0,
+                    "images_per_second": summary.images_per_second,
                     **({"scores_version": summary.version} if summary.version is not None else {}),
                     **{f"count_{k}": v for k, v in summary.counts.items()},
                 }

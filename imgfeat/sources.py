@@ -85,10 +85,12 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Lis
     cached = scanned.coalesce(cores).cache()
     files, images = cached.agg(F.count("*"), F.sum(F.col("_image").cast("long"))).first()  # fills the cache
     listing = Listing(cached.where("_image").drop("_image", "_listing"), int(images or 0), cached)
-    if len(frame._jdf.inputFiles()) > files:  # zero-byte files: in the index, skipped by the scan
-        whole = listing.frame.unionByName(_empty_files(frame, pattern)).coalesce(cores).cache()
+    index = frame._jdf.inputFiles()  # the file index's paths, a Java array: len() is one Py4J call
+    if len(index) > files:  # zero-byte files: in the index, skipped by the scan
+        whole = listing.frame.unionByName(_empty_files(frame, index, pattern)).coalesce(cores).cache()
+        count = whole.count()  # before the release: the union reads the cached scan
         listing.release()
-        listing = Listing(whole, whole.count(), whole)
+        listing = Listing(whole, count, whole)
     return listing
 
 
@@ -97,19 +99,19 @@ def _canonical(column: Column) -> Column:
     return F.regexp_replace(column, r"^([A-Za-z][A-Za-z0-9+.-]*):///", "$1:/").alias("uri")
 
 
-def _empty_files(frame: DataFrame, pattern: str) -> DataFrame:
+def _empty_files(frame: DataFrame, index: object, pattern: str) -> DataFrame:
     """The zero-byte image files under `frame`'s location, as listing rows.
 
     Spark's file index lists them but its scans skip them (only non-empty
     files get a split), so binaryFile never returns them and they would get
-    no row. They are the index's files (`inputFiles`, kept in the JVM) that
-    the scan did not return; a worker stats each so its row has the same key
-    on every run. Only planned when the index holds more files than the scan
-    returned.
+    no row. They are the `index` files (`frame`'s `inputFiles`, a Java array
+    kept in the JVM) that the scan did not return; a worker stats each so its
+    row has the same key on every run. Only planned when the index holds more
+    files than the scan returned.
     """
     spark = frame.sparkSession
     jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
-    files = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(frame._jdf.inputFiles())
+    files = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(index)
     strings = jvm.org.apache.spark.sql.Encoders.STRING()
     index = DataFrame(spark._jsparkSession.createDataset(files, strings).toDF(), spark)
     missing = index.select(_canonical(F.col("value"))).where(F.lower("uri").rlike(pattern))
