@@ -12,14 +12,26 @@ How a run lands — the same for both writers:
 
 1. workers' rows are staged as Parquet under `<table>/_imgfeat_staging/<run_id>`
    (Delta ignores `_`-prefixed folders; a crash here leaves no table version);
-2. one MERGE on the contract's key, e.g. (path, featurizer), publishes them as ONE new version: new
+2. one commit on the contract's key, e.g. (path, featurizer), publishes them as ONE new version: new
    files are inserted, files whose bytes changed replace their row, so a rerun
    can never duplicate a row; run metadata rides in the commit;
 3. the staging folder is removed.
 
 Writers: Spark's own Delta source when the session has it (Databricks, or a
-cluster with delta-spark jars), else delta-rs (`deltalake`). Both write the
-same schema, partitioning and merge key, so the table is the same either way.
+cluster with delta-spark jars): a MERGE. Else delta-rs (`deltalake`): a
+*replace-where* write whose predicate names the run's partition and exactly
+its keys. It removes the rows with those keys and adds the run's rows in one
+commit, like the MERGE, but reads only the key column to find the files that
+hold such rows and rewrites only those, where a MERGE reads every column of
+every file of the partition: a small run's commit costs O(its rows), not
+O(table) (`bench/commit.py`). The predicate is also the commit's conflict
+check: a concurrent commit that may have added one of the keys fails ours,
+and it is run again on the new version. Runs too large for a predicate that
+lists their keys are MERGEd. Both writers give the same schema, partitioning
+and rows.
+
+Table maintenance (compaction of small files, vacuum) is `maintain`, run by
+the nightly job.
 """
 
 from __future__ import annotations
@@ -44,8 +56,11 @@ from imgfeat.session import has_spark_delta
 from imgfeat.sources import local_path
 
 STAGING_DIR = "_imgfeat_staging"
-#: How often a delta-rs merge that lost a commit race is run again on the new version.
+#: How often a delta-rs commit that lost a commit race is run again on the new version.
 MERGE_ATTEMPTS = 5
+#: Runs of at most this many rows commit by replace-where (their keys listed in
+#: the predicate); larger runs MERGE, whose cost grows with the run anyway.
+REPLACE_MAX_ROWS = 100_000
 #: Staging folders older than this belong to dead runs and are removed by the next run.
 STALE_STAGING_SECONDS = 24 * 3600
 #: Prefix of the keys imgfeat puts in a commit's metadata.
@@ -292,6 +307,28 @@ def _merge_predicate(contract: Contract, partition: str) -> str:
     return f"{key} AND t.{contract.partition_by[0]} = '{_sql_str(partition)}'"
 
 
+def _replace_predicate(staged: str, contract: Contract, partition: str) -> str:
+    """The rows a run replaces: its partition, and exactly the keys it staged.
+
+    The key's first column other than the partition (`path`) is listed with
+    IN, grouped by the values of its other columns, so a multi-column key
+    (the scores table's path, model_name, model_version) matches exactly
+    its own combinations. A null key value matches null.
+    """
+    part = contract.partition_by[0]
+    listed, *others = [k for k in contract.key if k != part]
+    keys = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=[listed, *others])
+    groups: dict[tuple, list] = {}
+    for row in keys.to_pylist():
+        groups.setdefault(tuple(row[c] for c in others), []).append(row[listed])
+    terms = []
+    for values, members in groups.items():
+        listing = ", ".join(sorted({_sql_literal(v) for v in members}))
+        terms.append(" AND ".join([f"{listed} IN ({listing})", *map(_sql_equals, others, values)]))
+    either = terms[0] if len(terms) == 1 else " OR ".join(f"({t})" for t in terms)
+    return f"{part} = {_sql_literal(partition)} AND ({either})"
+
+
 def _commit_deltars(
     staged: str, table: str, partition: str, run_id: str, meta: dict[str, str], contract: Contract
 ) -> Commit:
@@ -307,7 +344,7 @@ def _commit_deltars(
     if dt is None:
         # No commit retries for the create: delta-rs would rebase a create that
         # lost the race for version 0 onto the winner's table as a blind append,
-        # duplicating every row both runs staged. Failing, it merges instead.
+        # duplicating every row both runs staged. Failing, it commits below instead.
         create = CommitProperties(
             custom_metadata=meta, app_transactions=[Transaction(app_id, 1)], max_commit_retries=0
         )
@@ -317,36 +354,44 @@ def _commit_deltars(
             )
             return Commit(_deltars_table(table).version(), True, "delta-rs")
         except (DeltaError, OSError):
-            dt = _deltars_table(table)  # another run created it first: merge into it
+            dt = _deltars_table(table)  # another run created it first: commit into it
             if dt is None:
                 raise
+    replace = _replace_predicate(staged, contract, partition) if rows <= REPLACE_MAX_ROWS else None
     for _ in range(MERGE_ATTEMPTS):
         if dt.transaction_version(app_id) is not None:  # this run already landed (retried call)
             return Commit(dt.version(), False, "delta-rs")
         reader, _ = _staged_reader(staged, contract.arrow_schema)
         try:
-            (
-                dt.merge(
-                    reader,
-                    predicate=_merge_predicate(contract, partition),
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=props,
+            if replace is not None:
+                write_deltalake(
+                    dt, reader, mode="overwrite", predicate=replace,
+                    partition_by=list(contract.partition_by), commit_properties=props,
                 )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
+            else:
+                (
+                    dt.merge(
+                        reader,
+                        predicate=_merge_predicate(contract, partition),
+                        source_alias="s",
+                        target_alias="t",
+                        commit_properties=props,
+                    )
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
             return Commit(dt.version(), True, "delta-rs")
         except CommitFailedError as exc:
-            # A concurrent commit touched our partition. The merge is a pure
-            # function of the staged rows and the table, so running it again on
-            # the new version is exactly what a rerun would do, minus featurizing.
+            # A concurrent commit touched our partition (for replace-where: it
+            # may have added one of our keys). The commit is a pure function of
+            # the staged rows and the table, so running it again on the new
+            # version is exactly what a rerun would do, minus featurizing.
             lost = str(exc).strip().splitlines()[0]
             dt = DeltaTable(table)
     raise ConflictError(
         f"other runs kept committing to {table}; this run wrote nothing after "
-        f"{MERGE_ATTEMPTS} merge attempts (re-run to add its images): {lost}"
+        f"{MERGE_ATTEMPTS} attempts (re-run to add its images): {lost}"
     )
 
 
@@ -385,6 +430,18 @@ def _commit_spark(
 
 def _sql_str(value: str) -> str:
     return value.replace("'", "''")
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, str):
+        return f"'{_sql_str(value)}'"
+    if isinstance(value, (bool, int, float)):
+        return str(value).lower() if isinstance(value, bool) else repr(value)
+    raise TypeError(f"no SQL literal for key value {value!r}")
+
+
+def _sql_equals(column: str, value: object) -> str:
+    return f"{column} IS NULL" if value is None else f"{column} = {_sql_literal(value)}"
 
 
 def _local_or_uri(path: str) -> str:
