@@ -186,6 +186,18 @@ class LockConfig(Section):
     )
 
 
+class MaintainConfig(Section):
+    """Table upkeep the nightly job does after its featurize step (`delta.maintain`)."""
+
+    compact: bool = Field(True, description="Rewrite the featurizer's small files into files of about target_file_mb.")
+    target_file_mb: int = Field(128, ge=1, description="Size compaction aims at, MB.")
+    vacuum_retention_hours: int | None = Field(
+        168,
+        ge=168,
+        description="Delete files no version of the last this-many hours uses (min 168, Delta's default); None = never.",
+    )
+
+
 class NightlyConfig(Section):
     """`imgfeat nightly`: featurize what is new, retrain past a threshold, score.
 
@@ -199,6 +211,7 @@ class NightlyConfig(Section):
     score: ScoreConfig = ScoreConfig()
     retrain: RetrainPolicy = RetrainPolicy()
     lock: LockConfig = LockConfig()
+    maintain: MaintainConfig = MaintainConfig()
     spark: SparkConfig = SparkConfig()
     tracking: TrackingConfig = TrackingConfig()
 

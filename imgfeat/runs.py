@@ -429,6 +429,7 @@ class NightlySummary:
     table: str
     steps: tuple[str, ...]
     featurize: FeaturizeSummary | None = None
+    maintain: delta.Upkeep | None = None
     new_rows: int | None = None  # ok rows committed since the last nightly training
     retrained: str | None = None  # why it retrained; None = it did not
     train: TrainSummary | None = None
@@ -437,6 +438,7 @@ class NightlySummary:
 
     def lines(self) -> list[str]:
         out = [self.featurize.line()] if self.featurize else []
+        out += [self.maintain.line()] if self.maintain else []
         if self.train:
             out += [f"nightly: retraining: {self.retrained}", *self.train.lines()]
         out += [self.score.line()] if self.score else []
@@ -448,6 +450,7 @@ class NightlySummary:
             "table": self.table,
             "steps": list(self.steps),
             "featurize": self.featurize.as_dict() if self.featurize else None,
+            "maintain": asdict(self.maintain) if self.maintain else None,
             "new_rows": self.new_rows,
             "retrained": self.retrained,
             "model": self.train and self.train.model_uri,
@@ -460,7 +463,8 @@ class NightlySummary:
 def nightly_run(
     cfg: NightlyConfig, steps: Sequence[str] = NIGHTLY_STEPS, spark: SparkSession | None = None
 ) -> NightlySummary:
-    """Featurize what is new, retrain when `cfg.retrain` says so, score; under the table's lock.
+    """Featurize what is new (then compact and vacuum the table, as `cfg.maintain`
+    says), retrain when `cfg.retrain` says so, score; under the table's lock.
 
     Safe to re-run: featurize skips unchanged files, train runs only past the
     threshold, score only when the model or the table changed since the last
@@ -477,11 +481,22 @@ def nightly_run(
         state = nightly.read_state(table)
         if "featurize" in steps:
             summary.featurize = featurize_run(cfg.featurize, spark)
+            summary.maintain = _nightly_maintain(cfg, spark, summary.featurize.featurizer)
         if "train" in steps:
             state = _nightly_train(cfg, spark, state, summary)
         if "score" in steps:
             _nightly_score(cfg, spark, state, summary)
     return summary
+
+
+def _nightly_maintain(cfg: NightlyConfig, spark: SparkSession, featurizer: str) -> delta.Upkeep:
+    """Compact the featurizer's small files and vacuum old ones, as `cfg.maintain` says."""
+    m = cfg.maintain
+    return delta.maintain(
+        spark, cfg.featurize.table, featurizer,
+        target_file_bytes=m.target_file_mb * 2**20 if m.compact else None,
+        vacuum_retention_hours=m.vacuum_retention_hours,
+    )
 
 
 def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary: NightlySummary) -> dict:

@@ -147,3 +147,40 @@ def test_a_multi_column_key_replaces_exactly_its_own_combinations(tmp_path):
     rows = DeltaTable(str(table)).to_pyarrow_table().to_pylist()
     got = sorted((r["path"], r["model_version"], r["run_id"]) for r in rows)
     assert got == [("x", "1", "s1"), ("x", "2", "s0"), ("y", "1", "s0"), ("y", "2", "s1"), ("z", None, "s1")]
+
+
+def _all_rows(table: Path) -> list[dict]:
+    return sorted(DeltaTable(str(table)).to_pyarrow_table().to_pylist(), key=lambda r: r["path"])
+
+
+def test_maintenance_compacts_and_vacuums_without_changing_a_row(tmp_path):
+    table = tmp_path / "emb"
+    _seeded(table)
+    _commit(table, "r3", {"a1.jpg": "new", "b2.jpg": "new", "c0.jpg": "new"})  # replaces rows: old files unused
+    _commit(table, "r4", {"d0.jpg": "new"})
+    rows, version = _all_rows(table), DeltaTable(str(table)).version()
+    live = _files(table)
+    on_disk = {p for p in (table / f"featurizer={FEATURIZER}").iterdir()}
+    assert len(on_disk) > len(live) >= 3  # the files whose rows were replaced are still on disk
+
+    done = delta.maintain(None, str(table), FEATURIZER, target_file_bytes=2**20, vacuum_retention_hours=0)
+    assert _all_rows(table) == rows  # the same rows, embeddings and all
+    assert done.files_compacted == len(live) and done.files_written == 1 and len(_files(table)) == 1
+    assert done.files_vacuumed == len(on_disk)  # replaced, and compacted away
+    assert done.version == version + 3  # compaction + vacuum start/end
+    assert [p.name for p in (table / f"featurizer={FEATURIZER}").iterdir()] == [
+        Path(f).name for f in _files(table)
+    ]
+    history = DeltaTable(str(table)).history(3)
+    assert [h["operation"] for h in history] == ["VACUUM END", "VACUUM START", "OPTIMIZE"]
+
+    again = delta.maintain(None, str(table), FEATURIZER, target_file_bytes=2**20, vacuum_retention_hours=0)
+    assert (again.files_compacted, again.files_vacuumed, again.version) == (0, 0, done.version)  # no new version
+    # Commits after maintenance work as before.
+    assert _commit(table, "r5", {"a1.jpg": "newer", "e0.jpg": "new"}).version == done.version + 1
+    assert _content(table)["a1.jpg"] == ("newer", "r5") and len(_content(table)) == len(rows) + 1
+
+
+def test_maintenance_of_a_missing_table_does_nothing(tmp_path):
+    done = delta.maintain(None, str(tmp_path / "none"), FEATURIZER, target_file_bytes=2**20, vacuum_retention_hours=168)
+    assert done.skipped == "no table yet" and not (tmp_path / "none").exists()
