@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.imgfeat-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint clean cluster-up cluster-down
+.PHONY: setup test test-fast demo bench bench-commit lint clean cluster-up cluster-down
 
 # Creates .venv and installs imgfeat (editable) with its dev extra. Re-runs are
 # instant: the stamp is only rebuilt when pyproject.toml changes.
@@ -28,6 +28,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m imgfeat.cli bench
+
+# Commit time against table size (10k, 100k, 1M rows; tables cached in
+# bench/out/commit, ~5.5 GB; the first run builds them, minutes).
+bench-commit: setup
+	$(BIN)/python bench/commit.py
 
 # A Spark standalone cluster on 127.0.0.1 (master :7077, UI :8080, 2 workers x
 # 1 core, 2g) from the venv's pyspark; PIDs and logs in $TMPDIR/imgfeat-cluster.

@@ -59,9 +59,10 @@ STAGING_DIR = "_imgfeat_staging"
 #: How often a delta-rs commit that lost a commit race is run again on the new version.
 MERGE_ATTEMPTS = 5
 #: Runs of at most this many rows commit by replace-where, their keys listed in
-#: the predicate; larger runs MERGE. delta-rs 1.6.6 spends time on such a
-#: predicate that grows with the square of its keys (measured: 0.3 s at 2k
-#: keys, 5 s at 10k, 33 s at 20k, and a crash at 30k), so the list stays short.
+#: the predicate; larger runs MERGE. delta-rs 1.6.6's time on such a predicate
+#: grows with the square of its keys (whole commits into a 100k-row table:
+#: 0.9 s with 1k keys, 1.7 s with 3k, 5.4 s with 10k; 33 s with 20k into 10k
+#: rows; a SIGSEGV with 30k), so the list stays short.
 REPLACE_MAX_ROWS = 10_000
 #: Staging folders older than this belong to dead runs and are removed by the next run.
 STALE_STAGING_SECONDS = 24 * 3600
@@ -301,7 +302,7 @@ def maintain(
     partition: str,
     *,
     target_file_bytes: int | None,
-    vacuum_retention_hours: float | None,
+    vacuum_retention_hours: int | None,
     contract: Contract = EMBEDDINGS,
 ) -> Upkeep:
     """Keep a delta-rs table cheap to commit into and to read, without changing its rows.
@@ -331,7 +332,7 @@ def maintain(
         # A dry run first: delta-rs lists a removed file until its tombstone
         # expires, deleted or not, and a vacuum commits two versions even when
         # nothing is left to delete (a new version makes the nightly score run again).
-        hours = int(vacuum_retention_hours)
+        hours = vacuum_retention_hours
         doomed = dt.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False)
         vacuumed = sum(_exists(f"{table.rstrip('/')}/{rel}") for rel in doomed)
         if vacuumed:
