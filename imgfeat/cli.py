@@ -1,6 +1,7 @@
 """`imgfeat` command line: parse arguments, load config, call `imgfeat.runs`.
 
-Owns: flags, exit codes and what is printed. Must not: hold job logic (the
+Owns: flags, the user-facing help, exit codes and what is printed (through
+`imgfeat.console`: imgfeat's lines on the terminal, library logs in a file). Must not: hold job logic (the
 same functions run from `jobs/*.py` under spark-submit and from notebooks).
 
 Exit codes: 0 the run committed (even if some images were bad); 2 a user
@@ -12,10 +13,12 @@ retry later; 1 an unexpected failure (stack trace).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
+from imgfeat import console
 from imgfeat.errors import ImgfeatError
 
 Command = Callable[[argparse.Namespace], int]
@@ -120,57 +123,83 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_config_flags(p: argparse.ArgumentParser, default_config: str | None) -> None:
-    p.add_argument("--config", default=default_config, help="YAML config (default: built-in defaults)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key, e.g. --set featurizer.batch_size=64 (repeatable)",
+def _serve(args: argparse.Namespace) -> int:
+    from imgfeat.config import ServeConfig, load_config
+
+    cfg = load_config(
+        ServeConfig, args.config, args.set, model=args.model, host=args.host, port=args.port, workers=args.workers
     )
+    from imgfeat.runs import serve_run
+
+    def ready(url: str, model: str, seconds: float) -> None:
+        print(f"serve: {model} answers at {url}/invocations (ready in {seconds:.0f} s; Ctrl-C stops it)", flush=True)
+
+    return serve_run(cfg, ready, console.child_output)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imgfeat", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show stack traces for user errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ------------------------------------------------------------------ the parser
+DESCRIPTION = (
+    "imgfeat turns folders of images into embeddings with pretrained CNNs on Spark (a Delta table), "
+    "trains XGBoost models on them, and scores and serves those models with MLflow."
+)
+EXAMPLE = """example:
+  imgfeat featurize --input photos/ --table warehouse/embeddings    # photos/<label>/*.jpg
+  imgfeat train --table warehouse/embeddings                        # labels = folder names
+  imgfeat score --model models:/imgfeat/latest --input new_photos/ --output warehouse/scores
 
-    p = sub.add_parser("featurize", help="images → embeddings Delta table (incremental)")
-    _add_config_flags(p, None)
-    p.add_argument("--input", help="directory, glob or URI of images (recursive)")
-    p.add_argument("--table", help="Delta table path (default warehouse/embeddings)")
-    p.add_argument("--featurizer", help="registry name, e.g. efficientnet_lite0, resnet50")
-    p.add_argument("--weights", help="default | hub | random | checkpoint path/URI")
+`imgfeat COMMAND --help` lists a command's flags; conf/COMMAND.yaml documents every config key."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One `imgfeat NAME`: its one-line summary, its config file, its own flags and what it runs."""
+
+    name: str
+    summary: str
+    run: Command
+    flags: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    config: str | None = None  # conf/<name>.yaml: --config and --set apply
+    example: str | None = None  # shown under the command's --help
+
+
+def _featurize_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="URI", help="directory, glob or URI of images (recursive)")
+    p.add_argument("--table", metavar="PATH", help="Delta table path (default warehouse/embeddings)")
+    p.add_argument("--featurizer", metavar="NAME", help="registry name, e.g. efficientnet_lite0, resnet50 (see `imgfeat featurizers`)")
+    p.add_argument("--weights", metavar="WEIGHTS", help="default | hub | random | checkpoint path/URI")
     p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON")
-    p.set_defaults(run=_featurize)
 
-    p = sub.add_parser("nightly", help="featurize new images, retrain past a threshold, score; under the table lock")
-    _add_config_flags(p, None)
-    p.add_argument("--input", help="images to featurize (featurize.input; score.input defaults to it)")
-    p.add_argument("--table", help="embeddings table (featurize.table, shared by train and score)")
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", metavar="PATH", help="embeddings Delta table (default warehouse/embeddings)")
+    p.add_argument("--version", type=int, metavar="N", help="table version to train on (default: latest)")
+
+
+def _score_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="URI", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
+    p.add_argument("--input", metavar="URI", help="directory, glob or URI of images (recursive)")
+    p.add_argument("--output", metavar="PATH", help="scores Delta table (default warehouse/scores)")
+    p.add_argument("--table", metavar="PATH", help="embeddings table to reuse rows from (default warehouse/embeddings)")
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="URI", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
+    p.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
+    p.add_argument("--port", type=int, help="TCP port (default 5000)")
+    p.add_argument("--workers", type=int, metavar="N", help="server processes, each with the model loaded (default 1)")
+
+
+def _nightly_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="URI", help="images to featurize (featurize.input; score.input defaults to it)")
+    p.add_argument("--table", metavar="PATH", help="embeddings table (featurize.table, shared by train and score)")
     p.add_argument(
         "--step", action="append", choices=["featurize", "train", "score"],
         help="run only this step (repeatable; default all three, in order)",
     )
     p.add_argument("--summary-json", metavar="PATH", help="also write what each step did as JSON")
-    p.set_defaults(run=_nightly)
 
-    p = sub.add_parser("train", help="embeddings table (+ labels, columns) → XGBoost on Spark → MLflow model")
-    _add_config_flags(p, None)
-    p.add_argument("--table", help="embeddings Delta table (default warehouse/embeddings)")
-    p.add_argument("--version", type=int, help="table version to train on (default: latest)")
-    p.set_defaults(run=_train)
 
-    p = sub.add_parser("score", help="images → registered model → scores Delta table (reuses embeddings)")
-    _add_config_flags(p, None)
-    p.add_argument("--model", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
-    p.add_argument("--input", help="directory, glob or URI of images (recursive)")
-    p.add_argument("--output", help="scores Delta table (default warehouse/scores)")
-    p.add_argument("--table", help="embeddings table to reuse rows from (default warehouse/embeddings)")
-    p.set_defaults(run=_score)
-
-    p = sub.add_parser("featurizers", help="list registered featurizers")
-    p.set_defaults(run=_featurizers)
-
-    p = sub.add_parser("bench", help="time the Spark job against a hand loop and other baselines")
+def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=2000, help="benchmark photos (default 2000; cached in --out)")
     p.add_argument("--seed", type=int, default=0, help="photo generator seed")
     p.add_argument("--out", default="bench/out", help="cache and scratch folder (default bench/out)")
@@ -179,14 +208,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
     p.add_argument("--skip", action="append", default=[], metavar="STAGES",
                    help="comma-separated: decode, model, loop, spark, naive, udf")
-    p.set_defaults(run=_bench)
+
+
+#: In the order a user runs them; `imgfeat --help` lists them so. A new command is
+#: a `_<name>` run function, a `_<name>_flags` function, a conf/<name>.yaml and one line here.
+SUBCOMMANDS = (
+    Subcommand(
+        "featurize", "images → embeddings Delta table (only new or changed images)", _featurize, _featurize_flags,
+        "conf/featurize.yaml",
+        "example:\n  imgfeat featurize --input s3://bucket/photos --table warehouse/embeddings --featurizer resnet50",
+    ),
+    Subcommand(
+        "train", "embeddings (+ labels, tabular columns) → XGBoost on Spark → registered MLflow model", _train,
+        _train_flags, "conf/train.yaml",
+        "example:\n  imgfeat train --table warehouse/embeddings --set labels.source=labels.csv --set labels.label=kind",
+    ),
+    Subcommand(
+        "score", "images → registered model → scores Delta table (reuses stored embeddings)", _score, _score_flags,
+        "conf/score.yaml",
+        "example:\n  imgfeat score --model models:/imgfeat/latest --input new_photos/ --output warehouse/scores",
+    ),
+    Subcommand(
+        "serve", "a registered model behind a REST endpoint (MLflow's scoring server)", _serve, _serve_flags,
+        "conf/serve.yaml",
+        "example:\n  imgfeat serve --model models:/imgfeat/latest --port 5000\n"
+        "  curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\\n"
+        "    -d '{\"dataframe_split\": {\"columns\": [\"content\"], \"data\": [[\"'$(base64 -w0 cat.jpg)'\"]]}}'",
+    ),
+    Subcommand(
+        "nightly", "featurize new images, retrain past a threshold, score; under the table's lock", _nightly,
+        _nightly_flags, "conf/nightly.yaml",
+        "example:\n  imgfeat nightly --config conf/nightly.yaml --input s3://bucket/photos --table s3://lake/embeddings",
+    ),
+    Subcommand("featurizers", "list the registered featurizers (names for --featurizer)", _featurizers),
+    Subcommand("bench", "time the Spark job against a hand loop and other baselines", _bench, _bench_flags),
+)
+
+
+def _common_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """Flags every command takes, before or after its name (`imgfeat --verbose score` = `imgfeat score --verbose`).
+
+    Only the top level sets their defaults: a sub-command's would overwrite a
+    value given before its name.
+    """
+    d = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    group = p.add_argument_group("output")
+    group.add_argument("--verbose", action="store_true", default=d(False),
+                       help="show Spark, MLflow and XGBoost logs here instead of in a log file")
+    group.add_argument("--log-file", metavar="PATH", default=d(None),
+                       help="where those logs go (default: a new file under $TMPDIR/imgfeat-logs/)")
+    group.add_argument("--debug", action="store_true", default=d(False), help="show stack traces for user errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgfeat", description=DESCRIPTION, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_flags(parser, defaults=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands, in the order you run them")
+    for command in SUBCOMMANDS:
+        where = (
+            f"\n\nEvery key, with its default, is documented in {command.config}; "
+            "--config FILE reads yours, and flags and --set override it." if command.config else ""
+        )
+        p = sub.add_parser(
+            command.name, help=command.summary, description=command.summary + where, epilog=command.example,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.flags(p)
+        if command.config:
+            p.add_argument("--config", metavar="FILE", help=f"YAML config (default: built-in defaults, as in {command.config})")
+            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override one config key, e.g. --set tracking.uri=sqlite:///mlflow.db (repeatable)")
+        _common_flags(p, defaults=False)
+        p.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        console.verbose()
+    else:
+        console.quiet(Path(args.log_file) if args.log_file else console.default_log_path(args.command))
     try:
         return args.run(args)
     except ImgfeatError as exc:
@@ -195,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         print(f"imgfeat: error: {message}", file=sys.stderr)  # one line, whatever the cause wrote
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("imgfeat: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        where = console.log_path()
+        if where is not None and where.exists():
+            print(f"imgfeat: Spark, MLflow and XGBoost logs of this run: {where}", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

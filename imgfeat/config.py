@@ -171,6 +171,16 @@ class ScoreConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class ServeConfig(Section):
+    """`imgfeat serve`: a registered model behind MLflow's scoring server (REST)."""
+
+    model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@alias.")
+    host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 for every interface.")
+    port: int = Field(5000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="Server processes; each loads the model once.")
+    tracking: TrackingConfig = TrackingConfig()
+
+
 class RetrainPolicy(Section):
     """When the nightly job retrains: enough `ok` rows new or changed since its last training."""
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgfeat.config import FeaturizeConfig, ScoreConfig, SparkConfig, TrainConfig, load_config
+from imgfeat.config import FeaturizeConfig, ScoreConfig, TrainConfig, load_config
 from imgfeat.errors import ImgfeatError
 from imgfeat.samples import DEFAULT_CLASSES, write_labeled_photos
 
@@ -62,7 +62,7 @@ def main() -> int:
     started = time.monotonic()
     table, scores = ROOT / "warehouse" / "embeddings", ROOT / "warehouse" / "scores"
     train_dir, new_dir = prepare_photos(ROOT)
-    spark = get_spark(SparkConfig(conf={"spark.ui.showConsoleProgress": "false"}))
+    spark = get_spark()
     print(f"demo: {TRAIN_PER_CLASS} training photos per class {DEFAULT_CLASSES} in {train_dir}", flush=True)
 
     featurized = featurize_run(

@@ -31,6 +31,7 @@ from imgfeat import faults
 from imgfeat.decode import decode_image
 from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
+from imgfeat.progress import Reporter
 from imgfeat.schema import WORKER_SPARK_SCHEMA
 from imgfeat.sources import read_bytes
 
@@ -249,10 +250,12 @@ def featurize_listing_batches(
     opts: WorkerOptions,
     loads: Accumulator | None = None,
     peak_rss: Accumulator | None = None,
+    progress: Reporter = Reporter(),
 ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: listing rows (path, modification_time, length) → worker rows.
 
-    `peak_rss` (a `MaxParam` accumulator) gets this task's peak worker RSS in MiB.
+    `peak_rss` (a `MaxParam` accumulator) gets this task's peak worker RSS in MiB;
+    `progress` hears of every batch done.
     """
     import torch
 
@@ -272,6 +275,7 @@ def featurize_listing_batches(
             chunk = listing.iloc[start : start + len(items)]
             start += len(items)
             yield _rows(chunk, items, vectors, spec)
+            progress.add(len(items), sum(v is None for v in vectors))
             faults.die_once(faults.KILL_WORKER)  # test hook: a no-op unless its variable is set
     if peak_rss is not None:
         peak_rss.add(peak_rss_mib())
@@ -311,6 +315,7 @@ def featurize_listing(
     loads: Accumulator | None = None,
     peak_rss: Accumulator | None = None,
     count: int | None = None,
+    progress: Reporter = Reporter(),
 ) -> DataFrame:
     """Plan (lazily) the featurization of a listing frame; one row out per row in.
 
@@ -320,15 +325,16 @@ def featurize_listing(
     files (±1), so no core idles at the end waiting for a larger partition.
     `loads` counts model loads; `peak_rss` (`MaxParam`) gets the workers' peak RSS in MiB.
     `count` is the listing's row count when the caller knows it (else counted here).
+    `progress` hears of every batch of images done.
     """
     spark = listing.sparkSession
     n = listing.count() if count is None else count
     cores = spark.sparkContext.defaultParallelism
     parts = max(1, min(max(cores, -(-n // files_per_partition)), n or 1))
-    spec_, opts_, loads_, peak_ = spec, opts, loads, peak_rss  # only small objects enter the closure
+    spec_, opts_, loads_, peak_, progress_ = spec, opts, loads, peak_rss, progress  # only small objects
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return featurize_listing_batches(batches, spec_, opts_, loads_, peak_)
+        return featurize_listing_batches(batches, spec_, opts_, loads_, peak_, progress_)
 
     return listing.repartition(parts).mapInPandas(run, WORKER_SPARK_SCHEMA)
 

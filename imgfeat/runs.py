@@ -14,14 +14,14 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, faults, nightly, reduce, sources, tracking
-from imgfeat.config import FeaturizeConfig, NightlyConfig, ScoreConfig, TrainConfig, dump_config
-from imgfeat.errors import ConfigError, InputError
+from imgfeat import delta, faults, nightly, progress, reduce, sources, tracking
+from imgfeat.config import FeaturizeConfig, NightlyConfig, ScoreConfig, ServeConfig, TrainConfig, dump_config
+from imgfeat.errors import ConfigError, InputError, Status
 from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.session import get_spark
@@ -187,12 +187,14 @@ def _featurize_new(
     spark = todo.sparkSession
     loads = spark.sparkContext.accumulator(0)
     peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
-    rows = featurize_listing(
-        todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
-        peak_rss=peak_rss, count=new,
-    ).withColumn("run_id", F.lit(summary.run_id)).withColumn("featurized_at", F.current_timestamp())
-    staged = delta.stage(rows, cfg.table, summary.run_id)
-    summary.counts = delta.staged_counts(staged)
+    with progress.stage("featurize", new, spark=spark) as shown:
+        rows = featurize_listing(
+            todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
+            peak_rss=peak_rss, count=new, progress=shown.reporter,
+        ).withColumn("run_id", F.lit(summary.run_id)).withColumn("featurized_at", F.current_timestamp())
+        staged = delta.stage(rows, cfg.table, summary.run_id)
+        summary.counts = delta.staged_counts(staged)
+        shown.set(sum(summary.counts.values()), _bad(summary.counts))
     summary.skipped = summary.listed - sum(summary.counts.values())
     summary.worker_peak_rss_mib = round(float(peak_rss.value), 1)
     summary.model_loads = int(loads.value)
@@ -211,6 +213,11 @@ def _featurize_new(
             "versions": library_versions(),
         },
     )
+
+
+def _bad(counts: dict[str, int]) -> int:
+    """Images whose status is not ok, from counts by status."""
+    return sum(n for status, n in counts.items() if status != Status.OK.value)
 
 
 def library_versions() -> dict[str, str]:
@@ -387,12 +394,14 @@ def _score_listed(
         decode_threads=cfg.read.decode_threads,
     )
     shipped = scoring.ship_model(spark, model.local_dir)
-    rows = scoring.score_rows(
-        frame, shipped, len(features.featurizers), opts, model.name, model.version
-    ).withColumn("run_id", F.lit(run_id)).withColumn("scored_at", F.current_timestamp())
-    staged = delta.stage(rows, cfg.output, run_id, contract=scoring.SCORES)
-    by_source = delta.staged_counts(staged, "status", "featurized")
-    counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
+    with progress.stage("score", listing.count, spark=spark) as shown:
+        rows = scoring.score_rows(
+            frame, shipped, len(features.featurizers), opts, model.name, model.version, shown.reporter
+        ).withColumn("run_id", F.lit(run_id)).withColumn("scored_at", F.current_timestamp())
+        staged = delta.stage(rows, cfg.output, run_id, contract=scoring.SCORES)
+        by_source = delta.staged_counts(staged, "status", "featurized")
+        counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
+        shown.set(sum(counts.values()), _bad(counts))
     featurized = sum(n for (_, f), n in by_source.items() if f)
     result = delta.commit(
         spark,
@@ -415,6 +424,30 @@ def _score_listed(
         version=result.version,
         committed=result.committed,
     )
+
+
+def serve_run(
+    cfg: ServeConfig,
+    on_ready: Callable[[str, str, float], None],
+    output: Callable[[], IO | None] = lambda: None,
+) -> int:
+    """Serve `cfg.model` with MLflow's scoring server until it stops (Ctrl-C, SIGTERM).
+
+    The model and the port are checked first, so a typo fails in one line
+    instead of after the server's slow start. `on_ready(url, model, seconds)`
+    is called once the server answers; `output()` gives the stream for the
+    server's own logs (None: the terminal). Returns the server's exit code.
+    """
+    from imgfeat import serving
+
+    if not cfg.model:
+        raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
+    serving.check_port_free(cfg.host, cfg.port)
+    uri = tracking.use_store(cfg.tracking)
+    concrete = tracking.registered_version(cfg.model)[2]
+    with serving.Server(concrete, uri, host=cfg.host, port=cfg.port, workers=cfg.workers, output=output()) as server:
+        on_ready(server.url, concrete, server.wait_ready())
+        return server.wait()
 
 
 #: The nightly job's steps, in the order they run.

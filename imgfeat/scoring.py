@@ -37,7 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from imgfeat import delta
+from imgfeat import delta, tracking
 from imgfeat.errors import InputError, Status
 from imgfeat.featurize import (
     Prepared,
@@ -51,9 +51,12 @@ from imgfeat.featurize import (
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.featurizer import ProjectedFeaturizer
 from imgfeat.featurizers.weights import read_verified, source_kind
+from imgfeat.progress import Reporter
 from imgfeat.sources import read_bytes
 from imgfeat.train import FeatureSpec, TrainResult
 
+#: The file of this package logged as the model's code ("models from code"): it names `ImageModel`.
+MODEL_CODE = "model_code.py"
 #: Artifact names inside the logged model.
 FEATURES_ARTIFACT, BOOSTER_ARTIFACT = "features", "booster"
 OUTPUT_COLUMNS = ("prediction", "predicted_class", "probabilities", "status", "error")
@@ -106,7 +109,17 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         self.featurizers = [_load_bundled(spec, artifacts, i) for i, spec in enumerate(self.features.featurizers)]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        return self.score(model_input)[list(OUTPUT_COLUMNS)]
+        """The pyfunc answer; a request lacking a needed column is a client error
+        (HTTP 400 from `mlflow models serve`), and a row without a prediction has
+        None there, so the JSON answer is strict (null, not NaN)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            out = self.score(model_input)[list(OUTPUT_COLUMNS)]
+        except InputError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        out["prediction"] = out["prediction"].astype(object).where(out["prediction"].notna(), None)
+        return out
 
     def score(
         self,
@@ -282,14 +295,15 @@ def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
         example = pd.DataFrame(
             [{"content": read_bytes(result.example["path"]), **{c: result.example[c] for c in spec.columns}}]
         )
+        package = _code_path(Path(tmp, "code"))
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=ImageModel(),
+            python_model=str(Path(package, MODEL_CODE)),  # models from code: loading unpickles nothing
             artifacts=artifacts,
             signature=ModelSignature(inputs=inputs, outputs=outputs),
             input_example=example,
             registered_model_name=registered_name,
-            code_paths=[_code_path(Path(tmp, "code"))],
+            code_paths=[package],
             pip_requirements=_requirements(),
         )
     registered = info.registered_model_version
@@ -335,25 +349,10 @@ class ResolvedModel:
 
 def resolve_model(uri: str) -> ResolvedModel:
     """`models:/NAME/VERSION`, `models:/NAME/latest`, `models:/NAME@alias`, `runs:/...`: download it."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    name, ver, concrete = uri, "", uri
+    name, ver, concrete = tracking.registered_version(uri)
     try:
-        if uri.startswith("models:/") and not uri.startswith("models:/m-"):
-            client = MlflowClient()
-            rest = uri.removeprefix("models:/")
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                ver = str(client.get_model_version_by_alias(name, alias).version)
-            else:
-                name, _, ver = rest.partition("/")
-                if ver in ("", "latest"):
-                    found = client.search_model_versions(f"name = '{name}'")
-                    if not found:
-                        raise InputError(f"no registered model named {name!r}")
-                    ver = str(max(int(v.version) for v in found))
-            concrete = f"models:/{name}/{ver}"
         local = mlflow.artifacts.download_artifacts(artifact_uri=concrete)
     except MlflowException as exc:
         raise InputError(f"cannot load model {uri}: {exc.message}") from None
@@ -371,8 +370,24 @@ def model_features(local_dir: str) -> FeatureSpec:
 
 
 def load_image_model(local_dir: str) -> ImageModel:
-    """The `ImageModel` inside a downloaded pyfunc directory."""
-    model = mlflow.pyfunc.load_model(local_dir).unwrap_python_model()
+    """The `ImageModel` inside a downloaded pyfunc directory.
+
+    Versions logged before imgfeat logged models as code hold a pickled
+    `ImageModel`; they load as long as MLflow allows unpickling (its default
+    today), else the error says what to do.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlflow.pyfunc.load_model(local_dir).unwrap_python_model()
+    except MlflowException as exc:
+        if "pickle" not in exc.message:
+            raise
+        raise InputError(
+            f"{local_dir} holds a pickled model logged by an older imgfeat, and MLflow refuses to unpickle it "
+            "(MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false): retrain with `imgfeat train` to log it as code, "
+            "or allow unpickling for this model only if you trust its origin"
+        ) from None
     if not isinstance(model, ImageModel):
         raise InputError(f"{local_dir} is not an imgfeat image model ({type(model).__name__})")
     return model
@@ -442,18 +457,32 @@ def with_stored_embeddings(
 
 
 def score_rows(
-    frame: DataFrame, shipped: str, n_featurizers: int, opts: WorkerOptions, model_name: str, model_version: str
+    frame: DataFrame,
+    shipped: str,
+    n_featurizers: int,
+    opts: WorkerOptions,
+    model_name: str,
+    model_version: str,
+    progress: Reporter = Reporter(),
 ) -> DataFrame:
     """Plan the scoring of `frame` (path, content_sha256, read_error, emb_i, tabular
-    columns) by the model `ship_model` shipped as `shipped`; one row out per row in."""
+    columns) by the model `ship_model` shipped as `shipped`; one row out per row in.
+
+    Arrow hands a task up to 10,000 rows at once; they are scored a few model
+    batches at a time so that `progress` hears of them as they finish.
+    """
     schema = T.StructType([f for f in SCORES.spark_schema.fields if f.name not in ("run_id", "scored_at")])
     emb_cols = [f"emb_{i}" for i in range(n_featurizers)]
+    chunk = 4 * opts.batch_size
+
+    def chunks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for start in range(0, len(batch), chunk):
+                yield batch.iloc[start : start + chunk]
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = _worker_model(_shipped(shipped))
-        for batch in batches:
-            if batch.empty:
-                continue
+        for batch in chunks(batches):
             batch = batch.reset_index(drop=True)
             rows = np.flatnonzero(batch["read_error"].isna().to_numpy())
             part = model.score(batch.iloc[rows], [list(batch[c].iloc[rows]) for c in emb_cols], opts)
@@ -477,6 +506,7 @@ def score_rows(
                     "featurized": scored["featurized"].where(~unread, False).astype(bool),
                 }
             )
+            progress.add(len(batch), int((scored["status"].fillna("") != Status.OK.value).sum()))
 
     return frame.mapInPandas(run, schema)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import sys
 
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
+from imgfeat import console
 from imgfeat.config import SparkConfig
 
 #: Settings imgfeat wants unless the user overrides them in `spark.conf`.
@@ -20,7 +23,9 @@ DEFAULT_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     # Workers are reused, so the per-worker model cache survives across tasks.
     "spark.python.worker.reuse": "true",
-    "spark.ui.showConsoleProgress": "true",
+    # Spark's stage bars (`[Stage 10:> (0 + 2) / 2]`) say nothing about images:
+    # imgfeat draws its own progress (imgfeat.progress).
+    "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
 }
@@ -42,17 +47,33 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
             except Exception:  # static conf of a running session: keep the cluster's
                 pass
         return active
-    builder = SparkSession.builder.appName(cfg.app_name)
+    options = {"spark.app.name": cfg.app_name, **DEFAULT_CONF, **cfg.conf}
     if cfg.master:  # else spark-submit's --master, or Spark's own default local[*]
-        builder = builder.master(cfg.master)
+        options["spark.master"] = cfg.master
     if "PYSPARK_GATEWAY_PORT" not in os.environ and (cfg.master or "local").startswith("local"):
         # Local workers must run this interpreter (the venv), not `python3` from PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    for key, value in {**DEFAULT_CONF, **cfg.conf}.items():
+    _launch_jvm(options)
+    builder = SparkSession.builder
+    for key, value in options.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def _launch_jvm(options: dict[str, str]) -> None:
+    """Start the JVM with its stdout and stderr in imgfeat's log file, when the
+    console is quiet (`imgfeat.console`); else leave it to Spark, which lets the
+    JVM write to the terminal. A JVM already running (spark-submit, a stopped
+    session's) is left as it is."""
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    output = console.child_output()
+    if output is None:
+        return
+    conf = SparkConf(loadDefaults=False).setAll(list(options.items()))
+    SparkContext._ensure_initialized(gateway=launch_gateway(conf, {"stdout": output, "stderr": output}), conf=conf)
 
 
 #: applicationId → whether its JVM has Delta; a classpath never changes within an application.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from imgfeat.config import TrackingConfig
+from imgfeat.errors import InputError
 
 #: The embedded store, relative to the working directory.
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -127,3 +128,31 @@ def _flatten(data: Mapping[str, Any], prefix: str) -> dict[str, str]:
         else:
             out[name] = value if isinstance(value, str) else json.dumps(value)
     return out
+
+
+def registered_version(uri: str) -> tuple[str, str, str]:
+    """(name, version, `models:/NAME/VERSION`) of a registry URI, checked to exist;
+    (uri, "", uri) for other URIs (`runs:/...`, `models:/m-...`)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/") or uri.startswith("models:/m-"):
+        return uri, "", uri
+    client = MlflowClient()
+    rest = uri.removeprefix("models:/")
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            ver = str(client.get_model_version_by_alias(name, alias).version)
+        else:
+            name, _, ver = rest.partition("/")
+            if ver in ("", "latest"):
+                found = client.search_model_versions(f"name = '{name}'")
+                if not found:
+                    raise InputError(f"no registered model named {name!r}")
+                ver = str(max(int(v.version) for v in found))
+            else:
+                client.get_model_version(name, ver)
+    except MlflowException as exc:
+        raise InputError(f"cannot load model {uri}: {exc.message}") from None
+    return name, ver, f"models:/{name}/{ver}"
