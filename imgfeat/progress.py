@@ -70,7 +70,7 @@ class Reporter:
         if not self.port or done <= 0:
             return
         try:
-            _worker_socket().sendto(f"{self.token} {done} {bad}".encode(), (self.host, self.port))
+            _worker_socket().sendto(f"{self.token} {int(done)} {int(bad)}".encode(), (self.host, self.port))
         except OSError:
             pass  # a full buffer or an unreachable driver: progress is best effort
 
@@ -204,7 +204,7 @@ def _watch(current: Stage, sock: socket.socket | None, stream: TextIO, live: boo
             except (socket.timeout, OSError):
                 data = b""
             parts = data.split()
-            if len(parts) == 3 and parts[0] == token:
+            if len(parts) == 3 and parts[0] == token and parts[1].isdigit() and parts[2].isdigit():
                 current.add(int(parts[1]), int(parts[2]))
         now = time.monotonic()
         if now - last_drawn >= (_TICK if live else _SETTINGS.every):

@@ -62,7 +62,7 @@ def test_registered_model_in_a_fresh_process_scores_raw_bytes_like_the_booster_o
     assert out["predicted_class"][:-1] == [CLASSES[k] for k in expected.argmax(axis=1)]
     assert out["prediction"][:-1] == [float(k) for k in expected.argmax(axis=1)]
     assert out["status"] == ["ok"] * len(files) + ["decode_error"]
-    assert out["error"][-1] and out["probabilities"][-1] is None and np.isnan(out["prediction"][-1])
+    assert out["error"][-1] and out["probabilities"][-1] is None and out["prediction"][-1] is None  # null, not NaN
 
 
 def test_the_model_works_through_spark_udf(spark, trainset):
@@ -137,3 +137,38 @@ def test_score_job_reuses_stored_embeddings_featurizes_the_rest_and_keeps_bad_im
     again = score_run(cfg, spark)  # a rerun replaces its rows, never duplicates them
     assert again.version == 1
     assert DeltaTable(str(tmp_path / "scores")).to_pyarrow_table().num_rows == 6
+
+
+def test_the_model_is_logged_as_code_and_an_old_pickled_version_still_loads(trainset, tmp_path, monkeypatch):
+    import os
+
+    import mlflow
+    import pandas as pd
+    from mlflow.models import Model
+
+    from imgfeat import scoring
+    from imgfeat.errors import InputError
+
+    mlflow.set_tracking_uri(trainset.tracking_uri)
+    mlflow.set_registry_uri(trainset.tracking_uri)
+    local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1")
+    flavor = Model.load(local).flavors["python_function"]
+    assert "model_code_path" in flavor and not any(f.endswith(".pkl") for f in os.listdir(local))  # nothing pickled
+
+    old = tmp_path / "old"  # what imgfeat logged before models from code: a pickled ImageModel, same artifacts
+    mlflow.pyfunc.save_model(
+        old, python_model=scoring.ImageModel(),
+        artifacts={name: os.path.join(local, a["path"]) for name, a in flavor["artifacts"].items()},
+    )
+    assert "python_model.pkl" in os.listdir(old)
+    photo = sorted((trainset.photos / CLASSES[0]).glob("*.jpg"))[3].read_bytes()
+    frame = pd.DataFrame({"content": [photo, b"not an image"]})
+    expected = scoring.load_image_model(local).predict(None, frame)
+    got = scoring.load_image_model(str(old)).predict(None, frame)
+    assert list(got["status"]) == ["ok", "decode_error"]
+    np.testing.assert_allclose(got["probabilities"][0], expected["probabilities"][0], atol=1e-6)
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow's own switch against unpickling
+    with pytest.raises(InputError, match="pickled model logged by an older imgfeat.*imgfeat train"):
+        scoring.load_image_model(str(old))
+    assert scoring.load_image_model(local).features.classes == list(CLASSES)  # code-logged: still loads
