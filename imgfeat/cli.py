@@ -162,8 +162,12 @@ class Subcommand:
     example: str | None = None  # shown under the command's --help
 
 
+_INPUT_HELP = "directory, glob or URI of images (recursive)"
+_MODEL_HELP = "models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias"
+
+
 def _featurize_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="URI", help="directory, glob or URI of images (recursive)")
+    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
     p.add_argument("--table", metavar="PATH", help="Delta table path (default warehouse/embeddings)")
     p.add_argument("--featurizer", metavar="NAME", help="registry name, e.g. efficientnet_lite0, resnet50 (see `imgfeat featurizers`)")
     p.add_argument("--weights", metavar="WEIGHTS", help="default | hub | random | checkpoint path/URI")
@@ -176,14 +180,14 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="URI", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
-    p.add_argument("--input", metavar="URI", help="directory, glob or URI of images (recursive)")
+    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
+    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
     p.add_argument("--output", metavar="PATH", help="scores Delta table (default warehouse/scores)")
     p.add_argument("--table", metavar="PATH", help="embeddings table to reuse rows from (default warehouse/embeddings)")
 
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="URI", help="models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
+    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
     p.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
     p.add_argument("--port", type=int, help="TCP port (default 5000)")
     p.add_argument("--workers", type=int, metavar="N", help="server processes, each with the model loaded (default 1)")
@@ -289,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verbose:
+    if args.verbose or console.under_spark_submit():
         console.verbose()
     else:
         console.quiet(Path(args.log_file) if args.log_file else console.default_log_path(args.command))

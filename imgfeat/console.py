@@ -67,6 +67,12 @@ def verbose() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
+def under_spark_submit() -> bool:
+    """True when a JVM started this process (spark-submit, Databricks jobs): the
+    cluster collects the driver's stdout and stderr, so logs must stay there."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def log_path() -> Path | None:
     """The log file of this command, when `quiet` is on."""
     return _LOG_PATH

@@ -16,12 +16,14 @@ and scores again.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from imgfeat import console
 from imgfeat.config import FeaturizeConfig, ScoreConfig, TrainConfig, load_config
 from imgfeat.errors import ImgfeatError
 from imgfeat.samples import DEFAULT_CLASSES, write_labeled_photos
@@ -55,7 +57,15 @@ def prepare_photos(root: Path) -> tuple[Path, Path]:
     return train, new
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m imgfeat.demo", description="The whole pipeline on sample photos.")
+    parser.add_argument("--verbose", action="store_true", help="show Spark, MLflow and XGBoost logs here")
+    args = parser.parse_args(argv)
+    if args.verbose:
+        console.verbose()
+    else:
+        console.quiet(console.default_log_path("demo"))
+
     from imgfeat.runs import featurize_run, score_run, train_run
     from imgfeat.session import get_spark
 
@@ -94,6 +104,7 @@ def main() -> int:
                 f"MLflow store      sqlite:///mlflow.db, artifacts in ./mlartifacts; "
                 f"model {MODEL_NAME} version {trained.model_version}",
                 "open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
+                f"serve the model:     .venv/bin/imgfeat serve --model models:/{MODEL_NAME}/{trained.model_version}",
                 f"demo finished in {time.monotonic() - started:.0f} s",
             ]
         ),

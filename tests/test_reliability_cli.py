@@ -1,5 +1,5 @@
 """Bad configuration and arguments through the real command line
-(`imgfeat featurize`, and `imgfeat train`'s and `imgfeat score`'s own checks).
+(`imgfeat featurize`, and `imgfeat train`'s, `imgfeat score`'s and `imgfeat serve`'s own checks).
 
 Each case runs `python -m imgfeat.cli` in a subprocess and must exit 2 with
 ONE line on stderr that names the culprit (key and file, path, or name with
@@ -29,7 +29,8 @@ CASES = (
     "unknown --set key", "--set without =", "no input", "missing input", "empty input",
     "table under a file", "table is a photo folder", "unknown featurizer", "missing weights",
     "pinned sha256 differs", "score: unknown key", "score: no model", "score: missing input",
-    "score: unknown model", "score: output under a file", "train: no table",
+    "score: unknown model", "score: output under a file", "train: no table", "serve: no model",
+    "serve: unknown model",
 )
 
 
@@ -104,6 +105,10 @@ def _cases(tmp: Path) -> dict[str, Case]:
         "train: no table": Case(
             ("train", "--table", str(tmp / "nowhere")), ("no embeddings table", str(tmp / "nowhere"), "imgfeat featurize")
         ),
+        "serve: no model": Case(("serve", "--port", "5999"), ("no model", "--model")),
+        "serve: unknown model": Case(
+            ("serve", "--model", "models:/no_such_model/latest"), ("no registered model named 'no_such_model'",)
+        ),
     }
 
 
@@ -136,7 +141,10 @@ def cli(tmp_path_factory) -> tuple[dict[str, Case], dict[str, Result]]:
     tmp = tmp_path_factory.mktemp("cli")
     cases = _cases(tmp)
     assert tuple(cases) == CASES
-    commands = {name: [case.args[0], *NO_SPARK, *case.args[1:]] for name, case in cases.items()}
+    commands = {  # serve starts no Spark (and has no spark section)
+        name: [case.args[0], *(NO_SPARK if case.args[0] != "serve" else ()), *case.args[1:]]
+        for name, case in cases.items()
+    }
     commands["--debug"] = ["--debug", *commands["unknown key in file"]]
     return cases, _run_all(commands, tmp)
 
