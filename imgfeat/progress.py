@@ -111,7 +111,8 @@ class Stage:
             self.done, self.bad = done, bad
 
     def rate(self) -> float:
-        """Units per second over the last ~10 s (overall once the stage is over)."""
+        """Units per second over the last ~10 s of reports; 0 until two reports came
+        (the time before the first one is start-up: workers, model loading)."""
         now = time.monotonic()
         with self._lock:
             while len(self._recent) > 2 and now - self._recent[0][0] > 10.0:
@@ -119,8 +120,7 @@ class Stage:
             if len(self._recent) >= 2 and self._recent[-1][0] > self._recent[0][0]:
                 (t0, d0), (t1, d1) = self._recent[0], self._recent[-1]
                 return (d1 - d0) / (t1 - t0)
-        elapsed = now - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return 0.0
 
     def line(self, final: bool = False) -> str:
         done = min(self.done, self.total) if self.total else self.done
@@ -194,6 +194,7 @@ def _listen(spark: SparkSession | None) -> tuple[socket.socket | None, Reporter]
 def _watch(current: Stage, sock: socket.socket | None, stream: TextIO, live: bool, stop: threading.Event) -> None:
     """Receive task reports and draw: every tick when live, every `every` seconds otherwise."""
     last_drawn = time.monotonic()
+    last_line = ""
     token = current.reporter.token.encode()
     while not stop.is_set():
         if sock is None:
@@ -208,8 +209,11 @@ def _watch(current: Stage, sock: socket.socket | None, stream: TextIO, live: boo
                 current.add(int(parts[1]), int(parts[2]))
         now = time.monotonic()
         if now - last_drawn >= (_TICK if live else _SETTINGS.every):
-            _write(stream, current.line(), live=live, end="" if live else "\n")
-            last_drawn = now
+            line = current.line()
+            # In a log, a line that says what the last one said is noise: skip it, up to a minute.
+            if live or line != last_line or now - last_drawn >= max(60.0, _SETTINGS.every):
+                _write(stream, line, live=live, end="" if live else "\n")
+                last_drawn, last_line = now, line
 
 
 def _write(stream: TextIO, text: str, *, live: bool, end: str) -> None:

@@ -41,7 +41,9 @@ def test_a_live_line_is_redrawn_in_place_and_set_replaces_the_live_counts():
     progress.configure("live", stream=shown)
     try:
         with progress.stage("score", 10) as stage:
-            stage.add(4, 1)
+            stage.add(2)
+            time.sleep(0.3)
+            stage.add(2, 1)  # two reports: a rate, so an ETA
             time.sleep(0.6)
             stage.set(10, 2)  # the exact counts, from what was written
     finally:
