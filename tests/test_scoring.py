@@ -171,4 +171,4 @@ def test_the_model_is_logged_as_code_and_an_old_pickled_version_still_loads(trai
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow's own switch against unpickling
     with pytest.raises(InputError, match="pickled model logged by an older imgfeat.*imgfeat train"):
         scoring.load_image_model(str(old))
-    assert scoring.load_image_model(local).features.classes == list(CLASSES)  # code-logged: still loads
+    assert tuple(scoring.load_image_model(local).features.classes) == CLASSES  # code-logged: still loads
