@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from imgfeat import console
 from imgfeat.config import TrackingConfig
 from imgfeat.errors import InputError
 
@@ -49,6 +50,12 @@ def use_store(cfg: TrackingConfig) -> str:
     # Its INFO lines on creating a new store would break the CLI's one-line errors.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars per download
+    if console.log_path() is not None:
+        # A quiet console: MLflow prints events (`Created version '1' of model ...`) straight to
+        # stderr, past logging; imgfeat says which model version it registered itself.
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).absolute())
