@@ -57,7 +57,9 @@ def quiet(path: Path) -> None:
     root.addHandler(_LazyFileHandler(path))
     root.setLevel(logging.INFO)
     own = logging.getLogger(OWN_LOGGER)
-    own.addHandler(_terminal_handler())
+    for handler in list(own.handlers):  # a second call (tests call `main` twice) must not double lines
+        own.removeHandler(handler)
+    own.addHandler(_StderrHandler())
     own.setLevel(logging.INFO)  # its records reach the file too, through the root
     logging.captureWarnings(True)  # warnings.warn(...) → the `py.warnings` logger → the file
 
@@ -106,8 +108,18 @@ class _LazyFileHandler(logging.FileHandler):
         return super()._open()
 
 
-def _terminal_handler() -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.INFO)
-    return handler
+class _StderrHandler(logging.StreamHandler):
+    """imgfeat's own lines, to whatever `sys.stderr` is when they are written
+    (pytest and notebooks swap it), as plain messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
