@@ -64,6 +64,18 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from imgfeat.config import FinetuneConfig, load_config
+
+    cfg = load_config(FinetuneConfig, args.config, args.set, input=args.input, model_name=args.model_name)
+    from imgfeat.runs import finetune_run  # torch, Spark: only once the config is good
+
+    summary = finetune_run(cfg)
+    print("\n".join(summary.lines()), flush=True)
+    _write_summary(args.summary_json, summary.as_dict())
+    return 0
+
+
 def _write_summary(path: str | None, summary: dict) -> None:
     """`--summary-json PATH`: the run's summary for schedulers and tests (the driver's disk)."""
     if path:
@@ -170,13 +182,19 @@ def _featurize_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
     p.add_argument("--table", metavar="PATH", help="Delta table path (default warehouse/embeddings)")
     p.add_argument("--featurizer", metavar="NAME", help="registry name, e.g. efficientnet_lite0, resnet50 (see `imgfeat featurizers`)")
-    p.add_argument("--weights", metavar="WEIGHTS", help="default | hub | random | checkpoint path/URI")
+    p.add_argument("--weights", metavar="WEIGHTS", help="default | hub | random | checkpoint path/URI | models:/NAME/latest | runs:/ID/path")
     p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON")
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", metavar="PATH", help="embeddings Delta table (default warehouse/embeddings)")
     p.add_argument("--version", type=int, metavar="N", help="table version to train on (default: latest)")
+
+
+def _finetune_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="URI", help="directory, glob or URI of the labeled images (recursive)")
+    p.add_argument("--model-name", metavar="NAME", help="registered name of the fine-tuned featurizer (default imgfeat-finetuned)")
+    p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, epochs, weights) as JSON")
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
@@ -226,6 +244,12 @@ SUBCOMMANDS = (
         "train", "embeddings (+ labels, tabular columns) → XGBoost on Spark → registered MLflow model", _train,
         _train_flags, "conf/train.yaml",
         "example:\n  imgfeat train --table warehouse/embeddings --set labels.source=labels.csv --set labels.label=kind",
+    ),
+    Subcommand(
+        "finetune", "labeled images → fine-tuned featurizer (TorchDistributor), registered in MLflow", _finetune,
+        _finetune_flags, "conf/finetune.yaml",
+        "example:\n  imgfeat finetune --input photos/ --set labels.source=labels.csv --set labels.label=defect\n"
+        "  imgfeat featurize --input photos/ --weights models:/imgfeat-finetuned/latest",
     ),
     Subcommand(
         "score", "images → registered model → scores Delta table (reuses stored embeddings)", _score, _score_flags,

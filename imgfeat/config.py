@@ -181,6 +181,63 @@ class ServeConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class DistributorConfig(Section):
+    """How `pyspark.ml.torch.distributor.TorchDistributor` runs the training processes."""
+
+    num_processes: int = Field(1, ge=1, description="Training processes (DDP ranks); with use_gpu, one per GPU.")
+    local_mode: bool = Field(
+        True, description="true: the processes run on the driver; false: one per Spark barrier task (a cluster)."
+    )
+    use_gpu: bool = Field(False, description="Train on GPUs (nccl backend); false = CPU (gloo backend).")
+
+
+class FinetuneConfig(Section):
+    """`imgfeat finetune`: labeled images → a fine-tuned featurizer, registered in MLflow.
+
+    Labels and the split are read exactly as `imgfeat train` reads them: keep
+    `labels` and `split` equal to train's, so fine-tuning sees only its train split.
+    """
+
+    input: str | None = Field(None, description="Directory, glob or URI of the labeled images (required).")
+    featurizer: FeaturizerConfig = Field(
+        FeaturizerConfig(),
+        description="The network to start from (name, weights, pooling, gem_p, layers); the other keys are unused.",
+    )
+    labels: LabelsConfig = LabelsConfig()
+    task: Literal["auto", "classification", "regression"] = "auto"
+    split: SplitConfig = SplitConfig()
+    epochs: int = Field(2, ge=1, description="Passes over the train split.")
+    batch_size: int = Field(16, ge=2, le=4096, description="Images per step and process.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the new head.")
+    backbone_lr: float = Field(1e-4, ge=0, description="Peak learning rate of the network (0 = frozen).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms).")
+    warmup: float = Field(0.1, ge=0, lt=1, description="Share of the steps with a linear warm-up; cosine decay after.")
+    hflip: bool = Field(True, description="Random horizontal flips.")
+    freeze_bn_stats: bool = Field(
+        True, description="Keep BatchNorm running statistics (small per-process batches make them noisy)."
+    )
+    mixed_precision: bool = Field(True, description="On GPU: bf16 (else fp16) autocast. No effect on CPU.")
+    seed: int = 0
+    distributor: DistributorConfig = DistributorConfig()
+    model_name: str | None = Field(
+        "imgfeat-finetuned", description="Registered MLflow model name of the featurizer; None = don't register."
+    )
+    output: str | None = Field(None, description="Also write the backbone checkpoint to this file path.")
+    read: ReadConfig = ReadConfig()
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _keeps_a_result(self) -> "FinetuneConfig":
+        if self.output is None and not (self.tracking.enabled and self.model_name):
+            raise ValueError("nothing would keep the fine-tuned weights: set output, or tracking.enabled and model_name")
+        if self.labels.numeric or self.labels.categorical:
+            raise ValueError("labels.numeric / labels.categorical are train's features; fine-tuning uses images only")
+        if self.featurizer.dim is not None:
+            raise ValueError("featurizer.dim: a PCA-reduced featurizer cannot be fine-tuned; reduce when featurizing")
+        return self
+
+
 class RetrainPolicy(Section):
     """When the nightly job retrains: enough `ok` rows new or changed since its last training."""
 

@@ -19,6 +19,8 @@ import signal
 
 #: Set in a Python worker's environment: the first worker past its first batch dies.
 KILL_WORKER = "IMGFEAT_TEST_KILL_WORKER_ONCE"
+#: Set in the driver's environment: the first fine-tuning process past its first step dies.
+KILL_FINETUNE = "IMGFEAT_TEST_KILL_FINETUNE_ONCE"
 #: Set in the driver's environment: the first featurize run to finish staging dies before committing.
 KILL_BEFORE_COMMIT = "IMGFEAT_TEST_KILL_BEFORE_COMMIT_ONCE"
 

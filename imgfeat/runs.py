@@ -11,19 +11,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, faults, nightly, progress, reduce, sources, tracking
-from imgfeat.config import FeaturizeConfig, NightlyConfig, ScoreConfig, ServeConfig, TrainConfig, dump_config
+from imgfeat import delta, faults, finetune, nightly, progress, reduce, sources, tracking
+from imgfeat.config import (
+    FeaturizeConfig,
+    FeaturizerConfig,
+    FinetuneConfig,
+    NightlyConfig,
+    ScoreConfig,
+    ServeConfig,
+    TrackingConfig,
+    TrainConfig,
+    dump_config,
+)
 from imgfeat.errors import ConfigError, InputError, Status
 from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec
+from imgfeat.featurizers.registered import BACKBONE_FILE, is_mlflow_uri
 from imgfeat.session import get_spark
 from imgfeat.train import TrainResult, join_columns, read_source, resolve_spec
 from imgfeat.train import train as train_model
@@ -75,7 +88,15 @@ class FeaturizeSummary:
 
 
 def featurizer_spec(cfg: FeaturizeConfig) -> FeaturizerSpec:
+    use_store_for([cfg.featurizer], cfg.tracking)
     return resolve_spec(cfg.featurizer)
+
+
+def use_store_for(featurizers: Sequence[FeaturizerConfig], cfg: TrackingConfig) -> None:
+    """Point MLflow at the run's store when a featurizer's weights are a models:/ or runs:/ URI
+    (they are downloaded from there while the featurizer is resolved)."""
+    if any(is_mlflow_uri(f.weights) for f in featurizers):
+        tracking.use_store(cfg)
 
 
 def worker_options(cfg: FeaturizeConfig) -> WorkerOptions:
@@ -263,6 +284,7 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
 
     if not delta.may_exist(cfg.table):  # before Spark starts
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
+    use_store_for(cfg.featurizers, cfg.tracking)
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}) as run_id:
         result = train_model(spark, cfg)
@@ -448,6 +470,148 @@ def serve_run(
     with serving.Server(concrete, uri, host=cfg.host, port=cfg.port, workers=cfg.workers, output=output()) as server:
         on_ready(server.url, concrete, server.wait_ready())
         return server.wait()
+
+
+@dataclass
+class FinetuneSummary:
+    """What a finetune run did; `lines()` is what users see."""
+
+    run_id: str | None
+    featurizer: str
+    fingerprint: str  # of the fine-tuned featurizer (its weights' sha256 included)
+    weights_sha256: str
+    task: str
+    classes: tuple[str, ...]
+    counts: dict[str, int]
+    epochs: list[dict]  # per epoch: loss, validation metrics, images_per_second, seconds
+    seconds: float
+    model_name: str | None = None
+    model_version: str | None = None
+    output: str | None = None
+
+    @property
+    def weights(self) -> str:
+        """The `weights:` value that uses this featurizer."""
+        if self.model_version:
+            return f"models:/{self.model_name}/{self.model_version}"
+        return self.output or ""
+
+    def lines(self) -> list[str]:
+        c = self.counts
+        skipped = sum(v for k, v in c.items() if k.startswith("skipped_"))
+        head = (
+            f"finetune: {self.featurizer} ({self.task}) on {c['train']} train images, {c['validation']} validation "
+            f"({c['test_held_out']} test held out, {c['unlabeled']} unlabeled, {skipped} skipped); {self.seconds:.1f} s"
+        )
+        where = f"registered {self.model_name} version {self.model_version}" if self.model_version else (
+            f"checkpoint {self.output}" if self.output else "not kept"
+        )
+        return [
+            head,
+            f"{where}; fingerprint {self.fingerprint[:12]}; use it with --weights {self.weights}; MLflow run {self.run_id}",
+        ]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "weights": self.weights}
+
+
+def finetune_run(cfg: FinetuneConfig, spark: SparkSession | None = None) -> FinetuneSummary:
+    """Fine-tune `cfg.featurizer` on the labeled images under `cfg.input` (train split only)
+    with TorchDistributor; log the run and register the network as a featurizer.
+
+    The model version is registered last, after training and logging succeeded:
+    a run that dies leaves none.
+    """
+    if not cfg.input:
+        raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    sources.check_input(cfg.input, cfg.read.extensions)  # the cheap checks, before Spark starts
+    use_store_for([cfg.featurizer], cfg.tracking)
+    base = resolve_spec(cfg.featurizer)
+    finetune.check_network(base)
+    if cfg.distributor.use_gpu and cfg.distributor.local_mode:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("distributor.use_gpu is true but this driver has no CUDA device")
+    started = time.monotonic()
+    spark = spark or get_spark(cfg.spark)
+    with tracking.run(cfg.tracking, "finetune", {"featurizer": base.name}) as run_id:
+        with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+            if listing.count == 0:
+                raise InputError(f"no images under {cfg.input} (extensions: {', '.join(cfg.read.extensions)})")
+            plan = finetune.plan(spark, cfg, listing.frame, listing.count)
+        finetune.check(plan, cfg)
+        _log_plan(plan, cfg, base)
+        result = finetune.fine_tune(finetune.job_for(plan, base, cfg))
+        with tempfile.TemporaryDirectory(prefix="imgfeat-finetune-") as tmp:
+            summary = _finetuned(cfg, base, plan, result, Path(tmp), run_id, started)
+    return summary
+
+
+def _log_plan(plan: finetune.Plan, cfg: FinetuneConfig, base: FeaturizerSpec) -> None:
+    c = plan.counts
+    skipped = {k.removeprefix("skipped_"): v for k, v in c.items() if k.startswith("skipped_")}
+    if skipped:
+        log.warning(
+            "imgfeat: finetune skips %d undecodable image(s) (%s), e.g. %s",
+            sum(skipped.values()), ", ".join(f"{k} {v}" for k, v in skipped.items()), plan.skipped_examples[0],
+        )
+    if c["unlabeled"]:
+        log.warning("imgfeat: finetune: %d decodable images have no label and are not used", c["unlabeled"])
+    log.warning(
+        "imgfeat: fine-tuning %s (%s, %d classes) on %d train images, validating on %d (%d test images held out); "
+        "%d epochs, %d process(es) x batch %d",
+        base.name, plan.task, len(plan.classes), c["train"], c["validation"], c["test_held_out"],
+        cfg.epochs, cfg.distributor.num_processes, cfg.batch_size,
+    )
+
+
+def _finetuned(
+    cfg: FinetuneConfig,
+    base: FeaturizerSpec,
+    plan: finetune.Plan,
+    result: finetune.Result,
+    tmp: Path,
+    run_id: str | None,
+    started: float,
+) -> FinetuneSummary:
+    """Write the weights, resolve the fine-tuned featurizer, log and register it."""
+    folder = tmp / "featurizer"
+    folder.mkdir()
+    weights = folder / BACKBONE_FILE
+    weights.write_bytes(result.backbone)
+    (folder / "head.pt").write_bytes(result.head)
+    tuned = resolve_spec(cfg.featurizer.model_copy(update={"weights": str(weights), "weights_sha256": None}))
+    (folder / "featurizer.json").write_text(json.dumps(
+        {"name": tuned.name, "arch": tuned.arch, "base_weights": base.weights, "pooling": tuned.pooling,
+         "layers": list(tuned.layers), "dim": tuned.dim, "task": plan.task, "classes": list(plan.classes),
+         "weights_sha256": tuned.weights_sha256, "fingerprint": tuned.fingerprint},
+        indent=1,
+    ))
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_bytes(result.backbone)
+    summary = FinetuneSummary(
+        run_id=run_id, featurizer=tuned.name, fingerprint=tuned.fingerprint, weights_sha256=tuned.weights_sha256 or "",
+        task=plan.task, classes=plan.classes, counts=plan.counts,
+        epochs=[asdict(e) for e in result.history], seconds=time.monotonic() - started,
+        output=str(Path(cfg.output).absolute()) if cfg.output else None,
+    )
+    if run_id:
+        tracking.log_params(dump_config(cfg))
+        tracking.set_tags({"base_fingerprint": base.fingerprint, "featurizer_fingerprint": tuned.fingerprint,
+                           "weights_sha256": summary.weights_sha256, "task": plan.task, "counts": plan.counts})
+        for e in result.history:
+            tracking.log_epoch({"loss": e.loss, "images_per_second": e.images_per_second,
+                                **{f"validation_{k}": v for k, v in e.validation.items()}}, e.epoch)
+        tracking.log_metrics({"seconds": summary.seconds, "skipped_in_training": result.skipped,
+                              **{f"images_{k}": v for k, v in plan.counts.items()}})
+        source = tracking.log_artifacts(str(folder), "featurizer")
+        if cfg.model_name:
+            summary.model_name, summary.model_version = cfg.model_name, tracking.register_artifacts(
+                cfg.model_name, source, run_id
+            )
+    return summary
 
 
 #: The nightly job's steps, in the order they run.

@@ -163,3 +163,32 @@ def registered_version(uri: str) -> tuple[str, str, str]:
     except MlflowException as exc:
         raise InputError(f"cannot load model {uri}: {exc.message}") from None
     return name, ver, f"models:/{name}/{ver}"
+
+def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
+    """Metrics of one training epoch (MLflow step = epoch), so they chart as curves."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=epoch)
+
+
+def log_artifacts(local_dir: str, artifact_path: str) -> str:
+    """Log a folder's files under `artifact_path` of the active run; returns their artifact URI."""
+    import mlflow
+
+    mlflow.log_artifacts(local_dir, artifact_path)
+    return mlflow.get_artifact_uri(artifact_path)
+
+
+def register_artifacts(name: str, source: str, run_id: str) -> str:
+    """Register logged artifacts (not an MLflow model: a weights folder) as a new
+    version of `name`; returns the version. Call it last: a run that dies before
+    leaves no version."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+    return str(client.create_model_version(name, source, run_id=run_id).version)

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imgfeat import delta, reduce
-from imgfeat.config import FeaturizerConfig, SourceConfig, SplitConfig, TrainConfig
+from imgfeat.config import FeaturizerConfig, LabelsConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec, Projection, resolve_featurizer
@@ -200,11 +200,11 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     if version is None:
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
     rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), specs, cfg.table)
-    labeled = _with_labels(spark, rows, cfg).cache()
-    task, classes = _task(labeled, cfg.task)
+    labeled = with_labels(spark, rows, cfg.labels).cache()
+    task, classes = infer_task(labeled, cfg.task)
     types = {c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
              for c in (*cfg.labels.numeric, *cfg.labels.categorical)}
-    rows = _with_target(labeled, task, classes, cfg).cache()
+    rows = with_target(labeled, task, classes, cfg.split, cfg.labels).cache()
     counts = {k: int(v) for k, v in rows.groupBy(_SPLIT).count().collect()}
     _check_counts(counts, task, cfg)
 
@@ -317,8 +317,8 @@ def join_columns(rows: DataFrame, source: DataFrame, columns: Sequence[str], whe
     return rows.withColumn("_key", path_key(F.col("path"))).join(keyed, "_key", "left").drop("_key")
 
 
-def _with_labels(spark: SparkSession, rows: DataFrame, cfg: TrainConfig) -> DataFrame:
-    labels = cfg.labels
+def with_labels(spark: SparkSession, rows: DataFrame, labels: LabelsConfig) -> DataFrame:
+    """`rows` (with `path`) plus `label` and the tabular columns, as `labels` says (null = unlabeled)."""
     tabular = list(labels.numeric) + list(labels.categorical)
     if labels.source is None:
         if labels.label != "folder" or tabular:
@@ -331,7 +331,7 @@ def _with_labels(spark: SparkSession, rows: DataFrame, cfg: TrainConfig) -> Data
     return joined.withColumnRenamed(labels.label, "label") if labels.label != "label" else joined
 
 
-def _task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
+def infer_task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
     """classification (strings, booleans, few integers) or regression; and the classes."""
     labeled = rows.where(F.col("label").isNotNull())
     kind = labeled.schema["label"].dataType
@@ -349,7 +349,9 @@ def _task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
     return "classification", tuple(_category_text(v) or "" for v in sorted(values))
 
 
-def _with_target(rows: DataFrame, task: str, classes: tuple[str, ...], cfg: TrainConfig) -> DataFrame:
+def with_target(
+    rows: DataFrame, task: str, classes: tuple[str, ...], split: SplitConfig, labels: LabelsConfig
+) -> DataFrame:
     """Labeled rows with `label_index` (class index or value) and `split`."""
     labeled = rows.where(F.col("label").isNotNull())
     if task == "classification":
@@ -357,10 +359,10 @@ def _with_target(rows: DataFrame, task: str, classes: tuple[str, ...], cfg: Trai
         target = mapping[F.col("label").cast("string")]
     else:
         target = F.col("label").cast("double")
-    out = labeled.withColumn(_LABEL, target).withColumn(_SPLIT, split_column(cfg.split))
-    for name in cfg.labels.numeric:
+    out = labeled.withColumn(_LABEL, target).withColumn(_SPLIT, split_column(split))
+    for name in labels.numeric:
         out = out.withColumn(name, F.col(name).cast("double"))
-    for name in cfg.labels.categorical:
+    for name in labels.categorical:
         out = out.withColumn(name, F.col(name).cast("string"))
     return out
 

@@ -119,8 +119,21 @@ def build_network(spec: FeaturizerSpec) -> nn.Module:
         )
     model = _create_with_weights(spec).eval()
     if is_torchvision(spec.arch):
-        return _PooledTrunk(_tv_trunk(model, spec.arch[3:]), spec.pooling, spec.gem_p)
+        name = spec.arch[3:]
+        return _PooledTrunk(_tv_trunk(model, name), spec.pooling, spec.gem_p, _TV_TRUNK_MODULES.get(name, ""))
     return _TimmFeatures(model, plan, spec.pooling, spec.gem_p)
+
+
+def checkpoint_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a `build_network` result in its architecture's own naming:
+    a checkpoint that ``weights=<file>`` loads back into the same arch (fine-tuning
+    saves its backbone with this). A torchvision model's classifier is left out."""
+    if isinstance(network, _TimmFeatures):
+        return network.model.state_dict()
+    if isinstance(network, _PooledTrunk):
+        prefix = f"{network.prefix}." if network.prefix else ""
+        return {prefix + k: v for k, v in network.trunk.state_dict().items()}
+    raise TypeError(f"not a build_network result: {type(network).__name__}")
 
 
 def _create_plain(arch: str) -> nn.Module:
@@ -206,11 +219,14 @@ def _is_global_pool(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> 
 
 
 class _PooledTrunk(nn.Module):
-    """A feature-map trunk followed by global pooling."""
+    """A feature-map trunk followed by global pooling; `prefix` is the trunk's
+    module name in the full torchvision model ("" for a traced graph, which keeps
+    the original names)."""
 
-    def __init__(self, trunk: nn.Module, pooling: str, gem_p: float) -> None:
+    def __init__(self, trunk: nn.Module, pooling: str, gem_p: float, prefix: str = "") -> None:
         super().__init__()
         self.trunk = trunk
+        self.prefix = prefix
         self.pooling = pooling
         self.gem_p = gem_p
 

@@ -25,6 +25,7 @@ from timm.data import resolve_data_config
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from imgfeat.errors import FeaturizerError
+from imgfeat.featurizers import registered
 from imgfeat.featurizers import weights as wts
 from imgfeat.featurizers.backbone import is_torchvision, plan_layers
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
@@ -240,6 +241,8 @@ def _resolve_weights(entry: RegistryEntry, weights: str, pinned: str | None) -> 
         return wts.resolve_package(value.partition(":")[2], entry.arch, pinned)
     if value == "none":
         raise FeaturizerError(f"{entry.name} needs weights; weights='none' is only for grayscale16")
+    if registered.is_mlflow_uri(value):  # models:/ or runs:/ : downloaded, then a checkpoint like any other
+        value = registered.download(value)
     return wts.resolve_checkpoint(value, pinned)
 
 
