@@ -1,7 +1,7 @@
 """The embeddings table: reading its keys, and committing one run atomically.
 
 Owns: the Delta table contract on disk (schema from `imgfeat.schema`,
-partitioned by `featurizer`, one row per (path, featurizer)), staging a run's
+partitioned by `featurizer`, one row per (path, featurizer_fingerprint)), staging a run's
 rows, and the single commit that publishes them. The staging and commit
 machinery takes a `Contract` (schema, merge key, partitioning), so other
 tables imgfeat writes (the scores table of `imgfeat.scoring`) land the same
@@ -12,7 +12,7 @@ How a run lands — the same for both writers:
 
 1. workers' rows are staged as Parquet under `<table>/_imgfeat_staging/<run_id>`
    (Delta ignores `_`-prefixed folders; a crash here leaves no table version);
-2. one commit on the contract's key, e.g. (path, featurizer), publishes them as ONE new version: new
+2. one commit on the contract's key, e.g. (path, featurizer_fingerprint), publishes them as ONE new version: new
    files are inserted, files whose bytes changed replace their row, so a rerun
    can never duplicate a row; run metadata rides in the commit;
 3. the staging folder is removed.

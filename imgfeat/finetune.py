@@ -359,7 +359,7 @@ class _Trainer:
                 loss.backward()
                 self.optimizer.step()
             self.schedule.step()
-            loss_sum += float(loss) * len(pixels)
+            loss_sum += float(loss.detach()) * len(pixels)
             seen += len(pixels)
             if step == 0:
                 faults.die_once(faults.KILL_FINETUNE)  # test hook: a no-op unless its variable is set

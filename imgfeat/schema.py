@@ -13,8 +13,9 @@ from pyspark.sql import types as T
 
 #: Partition column of the table.
 PARTITION_BY = ("featurizer",)
-#: One row per (path, featurizer): the merge key.
-KEY = ("path", "featurizer")
+#: One row per (path, featurizer fingerprint): the merge key. Rows of one name with other
+#: weights (a fine-tuned featurizer beside its pretrained one) or options sit side by side.
+KEY = ("path", "featurizer_fingerprint")
 
 _COLUMNS: tuple[tuple[str, T.DataType, pa.DataType], ...] = (
     ("path", T.StringType(), pa.string()),

@@ -194,12 +194,12 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     started = time.monotonic()
     specs = tuple(table_spec(f, cfg.table) for f in cfg.featurizers)
     names = [s.name for s in specs]
-    if len(set(names)) != len(names):
+    if len({s.fingerprint for s in specs}) != len(specs):  # one name twice is fine: e.g. pretrained + fine-tuned
         raise ConfigError(f"featurizers: {names} lists a featurizer twice")
     version = cfg.version if cfg.version is not None else delta.table_version(spark, cfg.table)
     if version is None:
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
-    rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), specs, cfg.table)
+    rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=sorted(set(names))), specs, cfg.table)
     labeled = with_labels(spark, rows, cfg.labels).cache()
     task, classes = infer_task(labeled, cfg.task)
     types = {c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
