@@ -105,7 +105,7 @@ def test_fine_tuning_sees_only_the_train_split_and_skips_undecodable_images(spar
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
-def _only(root: Path, tmp_path: Path, rows: list[tuple[str, object]], name: str = "labels.csv") -> Path:
+def _only(tmp_path: Path, rows: list[tuple[str, object]], name: str) -> Path:
     path = tmp_path / name
     pd.DataFrame(rows, columns=["path", "y"]).to_csv(path, index=False)
     return path
@@ -125,9 +125,9 @@ def _only(root: Path, tmp_path: Path, rows: list[tuple[str, object]], name: str 
 def test_bad_input_is_one_line_and_exit_2_before_training(spark, photos, tmp_path, capsys, case, expected):
     files = sorted(photos.rglob("*.jpg"))
     sets = {
-        "one_class": ["labels.label=y", f"labels.source={_only(photos, tmp_path, [(spark_path(p), 'a') for p in files])}"],
+        "one_class": ["labels.label=y", f"labels.source={_only(tmp_path, [(spark_path(p), 'a') for p in files], 'one.csv')}"],
         "missing_column": [f"labels.source={photos / 'labels.csv'}", "labels.label=nope"],
-        "no_labels": ["labels.label=y", f"labels.source={_only(photos, tmp_path, [('/elsewhere/x.jpg', 'a')])}"],
+        "no_labels": ["labels.label=y", f"labels.source={_only(tmp_path, [('/elsewhere/x.jpg', 'a')], 'none.csv')}"],
         "batch_too_big": ["batch_size=64"],
         "no_network": ["featurizer.name=grayscale16"],
         "tabular": [f"labels.source={photos / 'labels.csv'}", "labels.numeric=[file]"],
