@@ -51,7 +51,7 @@ class TrackingConfig(Section):
 class FeaturizerConfig(Section):
     name: str = "efficientnet_lite0"
     weights: str = Field(
-        "default", description="default | hub | random | a checkpoint path or URI."
+        "default", description="default | hub | random | a checkpoint path or URI | models:/NAME/VERSION|latest | runs:/ID/path."
     )
     weights_sha256: str | None = Field(None, description="Pin: refuse weights with another hash.")
     pooling: Literal["avg", "max", "avgmax", "gem"] = "avg"

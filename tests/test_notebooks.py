@@ -13,7 +13,7 @@ from imgfeat.samples import write_labeled_photos
 from tests.notebook_shim import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("01_featurize", "02_train", "03_score", "04_explore")
+NAMES = ("01_featurize", "02_train", "03_score", "04_explore", "06_finetune")
 
 
 @pytest.mark.parametrize("name", NAMES)
