@@ -96,8 +96,6 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
         unlabeled = ok.count() - len(frame)
     finally:
         rows.unpersist()
-    if task == "classification" and frame["label_index"].isna().any():
-        raise InputError(f"labels outside the classes {classes}")  # cannot happen: classes come from these rows
     parts = {s: frame[frame["split"] == s] for s in ("train", "validation", "test")}
     counts = {
         "listed": listed,
