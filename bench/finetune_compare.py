@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="TorchDistributor num_processes")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default="bench/out/finetune")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse --out's photos, table and registered fine-tune; only train and compare")
     args = parser.parse_args()
 
     from imgfeat.config import FeaturizeConfig, FinetuneConfig, SparkConfig, TrainConfig, load_config
@@ -41,9 +44,10 @@ def main() -> None:
     from imgfeat.session import get_spark
 
     out = Path(args.out).absolute()
-    shutil.rmtree(out, ignore_errors=True)
+    if not args.reuse:
+        shutil.rmtree(out, ignore_errors=True)
     os.environ["IMGFEAT_CACHE"] = str(out / "cache")
-    photos = write_defect_photos(out / "photos", n=args.n, seed=0)
+    photos = out / "photos" if args.reuse else write_defect_photos(out / "photos", n=args.n, seed=0)
     tracking = f"tracking.uri=sqlite:///{out}/mlflow.db"
     labels = [f"labels.source={photos / 'labels.csv'}", "labels.label=defect"]
     table = str(out / "embeddings")
@@ -63,38 +67,56 @@ def main() -> None:
         )
         return train_run(cfg, spark).result.metrics["xgboost"]
 
-    pretrained = featurize()
-    tuned = finetune_run(
-        load_config(
-            FinetuneConfig,
-            overrides=[tracking, *labels, f"epochs={args.epochs}", f"batch_size={args.batch_size}",
-                       f"distributor.num_processes={args.processes}", "model_name=bench-finetuned"],
-            input=str(photos),
-        ),
-        spark,
-    )
-    again = featurize("featurizer.weights=models:/bench-finetuned/latest")
+    if args.reuse:
+        tuned = _registered(out)
+    else:
+        pretrained = featurize()
+        tuned = finetune_run(
+            load_config(
+                FinetuneConfig,
+                overrides=[tracking, *labels, f"epochs={args.epochs}", f"batch_size={args.batch_size}",
+                           f"distributor.num_processes={args.processes}", "model_name=bench-finetuned"],
+                input=str(photos),
+            ),
+            spark,
+        )
+        again = featurize("featurizer.weights=models:/bench-finetuned/latest")
+        print(f"featurize: pretrained {pretrained.images_per_second:.1f} img/s, "
+              f"fine-tuned {again.images_per_second:.1f} img/s")
     frozen_scores = xgboost("default")
     tuned_scores = xgboost("models:/bench-finetuned/latest")
     head_scores, n_test = _head_on_test(spark, table, tuned, photos)
 
-    train_images = sum(e["images_per_second"] * e["seconds"] for e in tuned.epochs)
-    train_seconds = sum(e["seconds"] for e in tuned.epochs)
     print(f"load average at end: {os.getloadavg()}")
-    print(f"\nimages {args.n}: train {tuned.counts['train']}, validation {tuned.counts['validation']}, "
-          f"test {n_test} (held out, never seen by fine-tuning)")
-    print(f"fine-tuning: {args.epochs} epochs, {args.processes} processes x batch {args.batch_size}, "
-          f"{train_seconds:.0f} s in training epochs ({train_images / train_seconds:.1f} train img/s), "
-          f"{tuned.seconds:.0f} s for the whole run (decode check, validation, logging, registering)")
-    print(f"featurize: pretrained {pretrained.images_per_second:.1f} img/s, fine-tuned {again.images_per_second:.1f} img/s")
-    for e in tuned.epochs:
-        print(f"  epoch {e['epoch']}: loss {e['loss']:.4f}, validation {json.dumps(e['validation'])}")
+    print(f"\ntest split: {n_test} images (held out, never seen by fine-tuning)")
+    if not args.reuse:
+        train_images = sum(e["images_per_second"] * e["seconds"] for e in tuned.epochs)
+        train_seconds = sum(e["seconds"] for e in tuned.epochs)
+        print(f"fine-tuning: {args.epochs} epochs, {args.processes} processes x batch {args.batch_size}, "
+              f"{train_seconds:.0f} s in training epochs ({train_images / train_seconds:.1f} train img/s), "
+              f"{tuned.seconds:.0f} s for the whole run (decode check, validation, logging, registering)")
+        for e in tuned.epochs:
+            print(f"  epoch {e['epoch']}: loss {e['loss']:.4f}, validation {json.dumps(e['validation'])}")
     print("\n| model (test split) | accuracy | AUC | log loss |\n|---|---|---|---|")
     for name, s in (("XGBoost on pretrained embeddings", frozen_scores),
                     ("XGBoost on fine-tuned embeddings", tuned_scores),
                     ("fine-tuned network's own head", head_scores)):
         print(f"| {name} | {s['accuracy']:.3f} | {s['auc']:.3f} | {s['log_loss']:.3f} |")
     spark.stop()
+
+
+def _registered(out: Path) -> SimpleNamespace:
+    """The latest registered fine-tune of a previous run in `out` (run id, fingerprint, classes)."""
+    import mlflow
+
+    from imgfeat import tracking
+    from imgfeat.config import TrackingConfig
+
+    tracking.use_store(TrackingConfig(uri=f"sqlite:///{out}/mlflow.db"))
+    version = mlflow.MlflowClient().get_latest_versions("bench-finetuned")[0]
+    meta = json.loads(Path(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/featurizer/featurizer.json"))
+                      .read_text())
+    return SimpleNamespace(run_id=version.run_id, fingerprint=meta["fingerprint"], classes=tuple(meta["classes"]))
 
 
 def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, float], int]:
