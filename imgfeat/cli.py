@@ -47,8 +47,22 @@ def _train(args: argparse.Namespace) -> int:
     from imgfeat.config import TrainConfig, load_config
     from imgfeat.runs import train_run
 
-    cfg = load_config(TrainConfig, args.config, args.set, table=args.table, version=args.version)
+    featurizers = args.featurizers.split(",") if args.featurizers else None
+    cfg = load_config(TrainConfig, args.config, args.set, table=args.table, version=args.version, featurizers=featurizers)
     print("\n".join(train_run(cfg).lines()), flush=True)
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    from imgfeat.config import SelectConfig, load_config
+
+    cfg = load_config(
+        SelectConfig, args.config, args.set, input=args.input, table=args.table,
+        candidates=args.candidates, sample=args.sample,
+    )
+    from imgfeat.runs import select_run  # torch, Spark: only once the config is good
+
+    print("\n".join(select_run(cfg).lines()), flush=True)
     return 0
 
 
@@ -189,6 +203,17 @@ def _featurize_flags(p: argparse.ArgumentParser) -> None:
 def _train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", metavar="PATH", help="embeddings Delta table (default warehouse/embeddings)")
     p.add_argument("--version", type=int, metavar="N", help="table version to train on (default: latest)")
+    p.add_argument(
+        "--featurizers", metavar="NAMES",
+        help="comma-separated featurizers to concatenate, or `auto`: the latest `imgfeat select` choice for the table",
+    )
+
+
+def _select_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
+    p.add_argument("--table", metavar="PATH", help="embeddings Delta table the sample is featurized into (default warehouse/embeddings)")
+    p.add_argument("--candidates", metavar="NAMES", help="comma-separated featurizers (default: all with offline weights)")
+    p.add_argument("--sample", type=int, metavar="N", help="labeled images to try them on (default 1000, stratified)")
 
 
 def _finetune_flags(p: argparse.ArgumentParser) -> None:
@@ -250,6 +275,11 @@ SUBCOMMANDS = (
         _finetune_flags, "conf/finetune.yaml",
         "example:\n  imgfeat finetune --input photos/ --set labels.source=labels.csv --set labels.label=defect\n"
         "  imgfeat featurize --input photos/ --weights models:/imgfeat-finetuned/latest",
+    ),
+    Subcommand(
+        "select", "try candidate featurizers on a labeled sample (into the table), recommend one", _select,
+        _select_flags, "conf/select.yaml",
+        "example:\n  imgfeat select --input photos/ --set labels.source=labels.csv --set labels.label=defect",
     ),
     Subcommand(
         "score", "images → registered model → scores Delta table (reuses stored embeddings)", _score, _score_flags,

@@ -107,17 +107,26 @@ class LabelsConfig(SourceConfig):
 
 
 class SplitConfig(Section):
-    """Deterministic split by a hash of `content_sha256` (duplicates never straddle)."""
+    """A held-out test share, and k folds over the rest, both by a hash of `content_sha256`
+    (byte-identical copies never straddle test and folds, nor two folds)."""
 
-    validation: float = Field(0.15, gt=0, lt=1, description="Share for early stopping.")
-    test: float = Field(0.2, gt=0, lt=1, description="Held-out share for the reported metrics.")
+    test: float = Field(0.2, gt=0, lt=0.9, description="Held-out share for the final test metrics.")
+    folds: int = Field(5, ge=2, le=50, description="Cross-validation folds over the non-test images.")
+    parallel: int = Field(
+        0, ge=0, description="Fold fits at once: 0 = as many as Spark has task slots for (at most `folds`)."
+    )
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _leaves_training_rows(self) -> "SplitConfig":
-        if self.validation + self.test >= 0.9:
-            raise ValueError(f"validation + test = {self.validation + self.test:g} leaves < 10% to train")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _validation_was_removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "validation" in data:
+            raise ValueError(
+                "split.validation was removed: train now cross-validates over split.folds folds of the "
+                "non-test images (their validation curves pick the boosting rounds) and refits on all of them; "
+                "delete the key"
+            )
+        return data
 
 
 class BaselinesConfig(Section):
@@ -153,6 +162,35 @@ class TrainConfig(Section):
         if isinstance(value, (str, dict)):
             value = [value]
         return [{"name": v} if isinstance(v, str) else v for v in value] if isinstance(value, (list, tuple)) else value
+
+
+class SelectConfig(Section):
+    """`imgfeat select`: featurize a labeled sample with each candidate featurizer (into the
+    real table), cross-validate each, recommend one (see `imgfeat.select` for the rule)."""
+
+    input: str | None = Field(None, description="Directory, glob or URI of the images (required).")
+    table: str = "warehouse/embeddings"
+    candidates: tuple[str, ...] = Field(
+        (), description="Featurizer names; empty = every featurizer whose default weights are available offline."
+    )
+    floor: str | None = Field("grayscale16", description="Baseline candidate always tried; null = none.")
+    pair: bool = Field(True, description="Also try the two best candidates' embeddings concatenated.")
+    sample: int = Field(1000, ge=10, description="Labeled images featurized and cross-validated (stratified).")
+    seed: int = 0
+    timing_images: int = Field(64, ge=1, description="Images each candidate is timed on (after it is warm).")
+    labels: LabelsConfig = LabelsConfig()
+    task: Literal["auto", "classification", "regression"] = "auto"
+    split: SplitConfig = SplitConfig()
+    xgboost: dict[str, Any] = Field(default_factory=dict, description="As train's `xgboost:`.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    read: ReadConfig = ReadConfig()
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
 
 class ScoreConfig(Section):

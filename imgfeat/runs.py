@@ -21,13 +21,15 @@ from typing import IO, TYPE_CHECKING, Callable, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, faults, finetune, nightly, progress, reduce, sources, tracking
+from imgfeat import delta, faults, finetune, nightly, progress, reduce, select, sources, tracking
 from imgfeat.config import (
+    BaselinesConfig,
     FeaturizeConfig,
     FeaturizerConfig,
     FinetuneConfig,
     NightlyConfig,
     ScoreConfig,
+    SelectConfig,
     ServeConfig,
     TrackingConfig,
     TrainConfig,
@@ -38,7 +40,8 @@ from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import BACKBONE_FILE, is_mlflow_uri
 from imgfeat.session import get_spark
-from imgfeat.train import TrainResult, join_columns, read_source, resolve_spec
+from imgfeat.train import PRIMARY_METRIC, TrainResult, join_columns, read_source, resolve_spec, with_labels
+from imgfeat.train import cross_validate as cross_validate_sample
 from imgfeat.train import train as train_model
 
 if TYPE_CHECKING:
@@ -266,11 +269,12 @@ class TrainSummary:
 
     def lines(self) -> list[str]:
         r = self.result
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items()))
+        folds = [v for k, v in r.counts.items() if k.startswith("fold_")]
         head = (
             f"train: {r.features.task} on {r.table} version {r.version} "
-            f"({', '.join(f.name for f in r.features.featurizers)}; {counts}); "
-            f"best iteration {r.best_iteration}; {r.seconds:.1f} s"
+            f"({', '.join(f.name for f in r.features.featurizers)}; {sum(folds)} images in {len(folds)} folds "
+            f"of {min(folds)}-{max(folds)}, {r.counts['test']} test); {r.rounds} rounds picked by the folds, "
+            f"refit on all {sum(folds)}; fold fits {r.fold_seconds:.1f} s, {r.parallel} at once; {r.seconds:.1f} s"
         )
         where = f"model {self.model_name} version {self.model_version}" if self.model_version else (
             f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
@@ -284,12 +288,15 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
 
     if not delta.may_exist(cfg.table):  # before Spark starts
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
+    cfg, chosen_by = auto_featurizers(cfg)
     use_store_for(cfg.featurizers, cfg.tracking)
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}) as run_id:
         result = train_model(spark, cfg)
         summary = TrainSummary(result, run_id)
         if run_id:
+            if chosen_by:
+                tracking.set_tags({"featurizers_chosen_by": chosen_by})
             tracking.log_params({**dump_config(cfg), "xgboost": result.params})
             tracking.set_tags(
                 {
@@ -304,13 +311,178 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
             tracking.log_metrics(
                 {
                     **{f"{model}.test_{k}": v for model, scores in result.metrics.items() for k, v in scores.items()},
+                    **cv_metrics(result),
                     **{f"rows_{k}": v for k, v in result.counts.items()},
-                    **({"best_iteration": result.best_iteration} if result.best_iteration is not None else {}),
+                    "best_iteration": result.best_iteration,
+                    "rounds": result.rounds,
+                    "fold_seconds": result.fold_seconds,
                 }
             )
+            for model, scores in result.scores.items():  # one step per fold
+                for i, fold in enumerate(scores.folds):
+                    tracking.log_metrics({f"{model}.fold_{k}": v for k, v in fold.items()}, step=i)
             logged = scoring.log_model(result, cfg.model_name)
             summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
     return summary
+
+
+def cv_metrics(result: TrainResult) -> dict[str, float]:
+    """`<model>.cv_<metric>_mean` / `_std` for every model and metric."""
+    out = {}
+    for model, scores in result.scores.items():
+        mean, std = scores.mean(), scores.std()
+        out.update({f"{model}.cv_{k}_mean": v for k, v in mean.items()})
+        out.update({f"{model}.cv_{k}_std": v for k, v in std.items()})
+    return out
+
+
+def auto_featurizers(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """`featurizers: [auto]` → the featurizers the latest `imgfeat select` on `cfg.table`
+    recommended, and that select run's id (recorded by the train run); else unchanged."""
+    if [f.name for f in cfg.featurizers] != ["auto"]:
+        return cfg, None
+    found = tracking.latest_tags(cfg.tracking, "select", cfg.table) if cfg.tracking.enabled else None
+    if found is None or "recommend" not in found[1]:
+        raise InputError(f"featurizers auto: no finished `imgfeat select` run on {cfg.table} in the MLflow store")
+    run_id, tags = found
+    names = tags["recommend"].split(select.PAIR)
+    log.warning("imgfeat: featurizers auto: %s, recommended by select run %s", ", ".join(names), run_id)
+    base = cfg.featurizers[0]
+    chosen = tuple(base.model_copy(update={"name": n}) for n in names)
+    return cfg.model_copy(update={"featurizers": chosen}), run_id
+
+
+@dataclass
+class SelectSummary:
+    """What a select run measured; `lines()` is the table users see, ending in `recommend: NAME`."""
+
+    run_id: str | None
+    table: str
+    sample: int  # labeled images featurized (when new) and cross-validated
+    metric: str
+    candidates: list[select.Candidate]
+    choice: select.Candidate
+    featurize_seconds: float = 0.0  # featurizing the sample into the table, all candidates
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        head = f"{'candidate':40} {'dim':>5} {'cv ' + self.metric + ' mean ± std':>26} {'featurize ms/img':>17}"
+        rows = [
+            f"{c.name:40} {c.dim:>5} {c.mean:>17.4f} ± {c.std:.4f}  {c.ms_per_image:>16.1f}" for c in self.candidates
+        ]
+        note = (
+            f"select: {self.sample} labeled images in {self.table}; {self.seconds:.1f} s "
+            f"({self.featurize_seconds:.1f} s featurizing); MLflow run {self.run_id}"
+        )
+        return [head, *rows, note, f"recommend: {self.choice.name}"]
+
+
+def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSummary:
+    """Featurize a stratified labeled sample with every candidate into `cfg.table` (the normal
+    featurize path: rows a later full run reuses), cross-validate each (and the best pair),
+    and recommend one by `select.recommend`'s rule. Each candidate is a nested MLflow run;
+    the parent records the choice (what `imgfeat train --featurizers auto` reads)."""
+    if not cfg.input:
+        raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
+    sources.check_input(cfg.input, cfg.read.extensions)  # all of this before Spark starts
+    delta.check_writable(cfg.table)
+    names = select.check_candidates(cfg.candidates, cfg.floor)
+    specs = {n: resolve_spec(FeaturizerConfig(name=n, batch_size=cfg.batch_size)) for n in names}
+    started = time.monotonic()
+    spark = spark or get_spark(cfg.spark)
+    with tracking.run(cfg.tracking, "select", {"table": cfg.table}) as parent:
+        with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+            sample = _select_sample(spark, cfg, listing)
+            try:
+                summary = _select(cfg, spark, specs, sample, parent)
+            finally:
+                sample.unpersist()
+        summary.seconds = time.monotonic() - started
+        if parent:
+            tracking.set_tags({"recommend": summary.choice.name, "sample": str(summary.sample)})
+            tracking.log_dict({"candidates": [asdict(c) for c in summary.candidates]}, "select.json")
+            tracking.log_metrics({"seconds": summary.seconds, "featurize_seconds": summary.featurize_seconds})
+    return summary
+
+
+def _train_config(cfg: SelectConfig, names: Sequence[str]) -> TrainConfig:
+    """The train config select cross-validates a candidate with (no baselines, no model)."""
+    return TrainConfig(
+        table=cfg.table,
+        featurizers=tuple(FeaturizerConfig(name=n) for n in names),
+        labels=cfg.labels,
+        task=cfg.task,
+        split=cfg.split,
+        xgboost=cfg.xgboost,
+        baselines=BaselinesConfig(linear=False, raw_pixels=False),
+        model_name=None,
+        tracking=TrackingConfig(enabled=False),
+    )
+
+
+def _select_sample(spark: SparkSession, cfg: SelectConfig, listing: sources.Listing) -> DataFrame:
+    labeled = with_labels(spark, listing.frame, _train_config(cfg, ["grayscale16"]).labels).where(F.col("label").isNotNull())
+    classes = labeled.select("label").distinct().limit(2).count()
+    if classes < 2 and cfg.task != "regression":
+        raise InputError(f"select needs at least 2 label values among the images under {cfg.input}, found {classes}")
+    return select.stratified_sample(labeled, cfg.sample, cfg.seed).select(*sources.LISTING_COLUMNS).cache()
+
+
+def _select(
+    cfg: SelectConfig, spark: SparkSession, specs: dict[str, FeaturizerSpec], sample: DataFrame, parent: str | None
+) -> SelectSummary:
+    n = sample.count()
+    metric = None
+    measured: list[select.Candidate] = []
+    featurize_seconds = 0.0
+    for name, spec in specs.items():
+        with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
+            began = time.monotonic()
+            fcfg = FeaturizeConfig(
+                input=cfg.input, table=cfg.table, read=cfg.read, spark=cfg.spark,
+                featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size), tracking=TrackingConfig(enabled=False),
+            )
+            _featurize_listed(fcfg, spec, spark, parent or uuid.uuid4().hex, sources.Listing(sample, n, sample))
+            featurize_seconds += time.monotonic() - began
+            ms = _ms_per_image(sample, spec, cfg)
+            scores, features = cross_validate_sample(spark, _train_config(cfg, [name]), sample)
+            metric = PRIMARY_METRIC[features.task]
+            measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
+    if cfg.pair:
+        best = sorted((c for c in measured if c.name != cfg.floor), key=lambda c: -c.mean)[:2]
+        if len(best) == 2:
+            names = [c.name for c in best]
+            name = select.PAIR.join(names)
+            with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
+                scores, features = cross_validate_sample(spark, _train_config(cfg, names), sample)
+                ms = sum(c.ms_per_image for c in best)
+                measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
+    return SelectSummary(parent, cfg.table, n, metric or "", measured, select.recommend(measured),
+                         featurize_seconds=featurize_seconds)
+
+
+def _ms_per_image(sample: DataFrame, spec: FeaturizerSpec, cfg: SelectConfig) -> float:
+    """Wall ms per image of featurizing `cfg.timing_images` of the sample on this cluster
+    (workers already warm from the table run; nothing written)."""
+    some = sample.limit(cfg.timing_images).cache()
+    count = some.count()
+    began = time.monotonic()
+    featurize_listing(some, spec, WorkerOptions(batch_size=cfg.batch_size)).select("dim").collect()
+    seconds = time.monotonic() - began
+    some.unpersist()
+    return 1000 * seconds / max(count, 1)
+
+
+def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: bool) -> select.Candidate:
+    mean, std = scores.mean()[metric], scores.std()[metric]
+    if tracked:
+        tracking.log_metrics(
+            {**{f"cv_{k}_mean": v for k, v in scores.mean().items()},
+             **{f"cv_{k}_std": v for k, v in scores.std().items()}, "ms_per_image": ms, "dim": dim}
+        )
+        for i, fold in enumerate(scores.folds):
+            tracking.log_metrics({f"fold_{k}": v for k, v in fold.items()}, step=i)
+    return select.Candidate(name, dim, mean, std, ms)
 
 
 @dataclass

@@ -82,9 +82,11 @@ def configure(cfg: TrackingConfig) -> str:
 
 
 @contextlib.contextmanager
-def run(cfg: TrackingConfig, job: str, tags: Mapping[str, str] | None = None) -> Iterator[str | None]:
+def run(
+    cfg: TrackingConfig, job: str, tags: Mapping[str, str] | None = None, *, nested: bool = False
+) -> Iterator[str | None]:
     """Open an MLflow run for `job` (tagged `imgfeat.job` and `imgfeat.<tags>`) and
-    yield its id; yield None when tracking is off.
+    yield its id; yield None when tracking is off. `nested`: a child of the active run.
 
     The run ends FINISHED, or FAILED if the body raises.
     """
@@ -95,8 +97,30 @@ def run(cfg: TrackingConfig, job: str, tags: Mapping[str, str] | None = None) ->
 
     configure(cfg)
     all_tags = {f"{TAG_PREFIX}{k}": v for k, v in {"job": job, **(tags or {})}.items()}
-    with mlflow.start_run(run_name=job, tags=all_tags) as active:
+    with mlflow.start_run(run_name=job, tags=all_tags, nested=nested) as active:
         yield active.info.run_id
+
+
+def latest_tags(cfg: TrackingConfig, job: str, table: str) -> tuple[str, dict[str, str]] | None:
+    """(run id, `imgfeat.` tags without the prefix) of the latest finished top-level `job` run
+    on `table`, or None."""
+    import mlflow
+
+    configure(cfg)
+    found = mlflow.search_runs(
+        experiment_names=[cfg.experiment],
+        filter_string=(
+            f"tags.`{TAG_PREFIX}job` = '{job}' and tags.`{TAG_PREFIX}table` = '{table}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not found:
+        return None
+    tags = found[0].data.tags
+    return found[0].info.run_id, {k.removeprefix(TAG_PREFIX): v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
 
 
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
@@ -107,10 +131,11 @@ def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
     mlflow.log_params({k: v[:_MAX_PARAM] for k, v in flat.items()})
 
 
-def log_metrics(metrics: Mapping[str, float]) -> None:
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log metrics (at `step`, e.g. a fold's index, when given)."""
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:

@@ -4,11 +4,12 @@ Owns: what a model's input is (`FeatureSpec`: featurizers in a fixed order,
 numeric and categorical columns, classes; `assemble` turns embeddings and
 columns into the feature matrix, the same function on Spark workers and in
 the served model), reading the embeddings at one table version, joining
-labels, the deterministic split by content hash, inferring the task, fitting
-`SparkXGBClassifier` / `SparkXGBRegressor` with early stopping, the
-baselines (Spark ML linear model, raw-pixel XGBoost) and the held-out
-metrics. Must not: log to MLflow, build the served model, or write tables
-(`tracking`, `scoring` and `runs` do that).
+labels, inferring the task, fitting `SparkXGBClassifier` /
+`SparkXGBRegressor` by k-fold cross-validation (rounds picked from the
+folds, then a refit on every non-test image) and the baselines (Spark ML
+linear model, raw-pixel XGBoost) the same way. The split, the folds and the
+metrics are `imgfeat.cv`'s. Must not: log to MLflow, build the served model,
+or write tables (`tracking`, `scoring` and `runs` do that).
 
 `xgboost.spark` stays the estimator: its options are passed through from the
 config's `xgboost:` mapping, never retyped here.
@@ -28,7 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from imgfeat import delta, reduce
+from imgfeat import cv, delta, reduce
 from imgfeat.config import FeaturizerConfig, LabelsConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
@@ -37,6 +38,8 @@ from imgfeat.featurizers import FeaturizerSpec, Projection, resolve_featurizer
 log = logging.getLogger("imgfeat")
 
 #: imgfeat's defaults for the `xgboost:` mapping (any xgboost.spark param overrides them).
+#: `n_estimators` is the most rounds; the folds' validation curves pick how many the
+#: refit uses, stopping `early_stopping_rounds` after the mean curve's best.
 XGB_DEFAULTS: dict[str, Any] = {
     "n_estimators": 300,
     "max_depth": 4,
@@ -49,7 +52,7 @@ MAX_INT_CLASSES = 20
 #: Metric compared against the raw-pixel baseline (higher is better).
 PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
 
-_LABEL, _SPLIT = "label_index", "split"
+_LABEL, _SPLIT, _FOLD = cv.LABEL, cv.SPLIT, cv.FOLD
 _FEATURES = "features"
 _MLFLOW_TYPES = {"string": "string", "boolean": "boolean", "double": "double", "float": "double",
                  "bigint": "long", "int": "long", "smallint": "long", "tinyint": "long"}
@@ -164,34 +167,112 @@ def table_spec(f: FeaturizerConfig, table: str) -> FeaturizerSpec:
 # ----------------------------------------------------------------------------- result
 @dataclass
 class TrainResult:
-    """What a train run produced; `table()` is the side-by-side metrics table."""
+    """What a train run produced; `lines()` is the side-by-side metrics table."""
 
     features: FeatureSpec
-    booster: Any  # xgboost.Booster, cut to the best iteration
-    metrics: dict[str, dict[str, float]]  # model → metric → value (held-out test split)
-    counts: dict[str, int]  # rows per split
+    booster: Any  # xgboost.Booster of the refit on every non-test image
+    scores: dict[str, cv.Scores]  # model → its fold and test metrics
+    counts: dict[str, int]  # rows: test, and each fold (fold_0, ...)
     table: str
     version: int
     labels_source: str
     params: dict[str, Any]  # effective xgboost.spark params
-    best_iteration: int | None
+    rounds: int  # boosting rounds of the refit, picked from the folds
     example: dict[str, Any]  # one test row: path + tabular columns (the model's input example)
     warning: str | None = None
     seconds: float = 0.0
+    fold_seconds: float = 0.0  # wall time of the xgboost fold fits (run `parallel` at once)
+    parallel: int = 1
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """model → metric → value on the held-out test split."""
+        return {model: s.test for model, s in self.scores.items()}
+
+    @property
+    def best_iteration(self) -> int:
+        """Index of the refit's last tree (rounds - 1), as xgboost counts iterations."""
+        return self.rounds - 1
 
     def lines(self) -> list[str]:
-        """Metrics of every model side by side, then the leakage warning if any."""
-        names = sorted({m for scores in self.metrics.values() for m in scores})
-        rows = [f"{'model':12}" + "".join(f"{n:>10}" for n in names)]
-        for model, scores in self.metrics.items():
-            rows.append(f"{model:12}" + "".join(f"{scores.get(n, float('nan')):>10.4f}" for n in names))
+        """Every model's metrics side by side, cv mean ± std then test; then the leakage warning."""
+        names = sorted({m for s in self.scores.values() for m in s.test})
+        rows = [f"{'':12}" + "".join(f"{n:>24}" for n in names), f"{'model':12}" + f"{'cv mean ± std    test':>24}" * len(names)]
+        for model, s in self.scores.items():
+            mean, std = s.mean(), s.std()
+            rows.append(
+                f"{model:12}" + "".join(f"{mean[n]:>11.4f} ± {std[n]:.4f} {s.test[n]:>7.4f}" for n in names)
+            )
         return rows + ([f"WARNING: {self.warning}"] if self.warning else [])
 
 
 # ----------------------------------------------------------------------------- training
+@dataclass
+class _Rows:
+    """The labeled rows of a train run, read and checked (cached until `release`)."""
+
+    labeled: DataFrame
+    rows: DataFrame  # + label_index, split, fold
+    data: DataFrame  # + features
+    features: FeatureSpec
+    counts: dict[str, int]
+    version: int
+
+    def release(self) -> None:
+        for frame in (self.data, self.rows, self.labeled):
+            frame.unpersist()
+
+
 def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
-    """Fit the model and its baselines on `cfg.table` at `cfg.version` (latest if None)."""
+    """Cross-validate the model and its baselines on `cfg.table` at `cfg.version` (latest if
+    None), refit each on every non-test image, and score the held-out test split."""
     started = time.monotonic()
+    r = _read_rows(spark, cfg)
+    task, classes = r.features.task, r.features.classes
+    params = {**XGB_DEFAULTS, **cfg.xgboost}
+    parallel = fold_parallelism(spark, cfg, params)
+    fold_started = time.monotonic()
+    scores, model, rounds = xgboost_cv(r.data, task, classes, params, cfg.split.folds, parallel)
+    fold_seconds = time.monotonic() - fold_started
+    all_scores = {"xgboost": scores}
+    if cfg.baselines.linear:
+        all_scores["linear"] = _linear_baseline(r.data, task, classes, cfg, parallel)
+    if cfg.baselines.raw_pixels:
+        all_scores["raw_pixels"] = _pixel_baseline(r.rows, task, classes, params, cfg, parallel)
+    example = _example(r.data, r.features)
+    r.release()
+    return TrainResult(
+        features=r.features,
+        booster=model.get_booster(),
+        scores=all_scores,
+        counts=r.counts,
+        table=cfg.table,
+        version=r.version,
+        labels_source=labels_source(cfg),
+        params=params,
+        rounds=rounds,
+        example=example,
+        warning=_leakage_warning({m: s.mean() for m, s in all_scores.items()}, task, cfg.baselines.leakage_margin),
+        seconds=time.monotonic() - started,
+        fold_seconds=fold_seconds,
+        parallel=parallel,
+    )
+
+
+def cross_validate(spark: SparkSession, cfg: TrainConfig, only: DataFrame) -> tuple[cv.Scores, FeatureSpec]:
+    """The XGBoost fold scores of `cfg` on the images whose `path` is in `only` (no refit,
+    and the test split is neither trained nor scored: `imgfeat select` keeps it unseen)."""
+    r = _read_rows(spark, cfg, only)
+    params = {**XGB_DEFAULTS, **cfg.xgboost}
+    scores, _, _ = xgboost_cv(
+        r.data, r.features.task, r.features.classes, params, cfg.split.folds,
+        fold_parallelism(spark, cfg, params), refit=False,
+    )
+    r.release()
+    return scores, r.features
+
+
+def _read_rows(spark: SparkSession, cfg: TrainConfig, only: DataFrame | None = None) -> _Rows:
     specs = tuple(table_spec(f, cfg.table) for f in cfg.featurizers)
     names = [s.name for s in specs]
     if len({s.fingerprint for s in specs}) != len(specs):  # one name twice is fine: e.g. pretrained + fine-tuned
@@ -200,41 +281,27 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     if version is None:
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
     rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=sorted(set(names))), specs, cfg.table)
+    if only is not None:
+        rows = rows.join(only.select("path"), "path", "left_semi")
     labeled = with_labels(spark, rows, cfg.labels).cache()
     task, classes = infer_task(labeled, cfg.task)
     types = {c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
              for c in (*cfg.labels.numeric, *cfg.labels.categorical)}
     rows = with_target(labeled, task, classes, cfg.split, cfg.labels).cache()
-    counts = {k: int(v) for k, v in rows.groupBy(_SPLIT).count().collect()}
-    _check_counts(counts, task, cfg)
+    counts = _check_counts(rows, task, classes, cfg)
 
     features = _feature_spec(rows, specs, task, classes, cfg, types)
     data = with_features(rows, features, [f"emb_{i}" for i in range(len(specs))]).cache()
-    params = {**XGB_DEFAULTS, **cfg.xgboost}
-    model = _fit_xgboost(data, task, params)
-    booster, best = _best_booster(model)
-    metrics = {"xgboost": evaluate(model, data.where(F.col(_SPLIT) == "test"), task, classes)}
-    if cfg.baselines.linear:
-        metrics["linear"] = _linear_baseline(data, task, classes, cfg.baselines.linear_reg_param)
-    if cfg.baselines.raw_pixels:
-        metrics["raw_pixels"] = _pixel_baseline(rows, task, classes, params, cfg)
-    example = _example(data, features)
-    for frame in (data, rows, labeled):
-        frame.unpersist()
-    return TrainResult(
-        features=features,
-        booster=booster,
-        metrics=metrics,
-        counts=counts,
-        table=cfg.table,
-        version=int(version),
-        labels_source=labels_source(cfg),
-        params=params,
-        best_iteration=best,
-        example=example,
-        warning=_leakage_warning(metrics, task, cfg.baselines.leakage_margin),
-        seconds=time.monotonic() - started,
-    )
+    return _Rows(labeled, rows, data, features, counts, int(version))
+
+
+def fold_parallelism(spark: SparkSession, cfg: TrainConfig, params: dict[str, Any]) -> int:
+    """`split.parallel`, or as many fold fits as the cluster's task slots hold (each
+    xgboost.spark fit takes `num_workers` slots), at most `split.folds`."""
+    if cfg.split.parallel:
+        return min(cfg.split.parallel, cfg.split.folds)
+    slots = spark.sparkContext.defaultParallelism // int(params.get("num_workers", 1) or 1)
+    return max(1, min(slots, cfg.split.folds))
 
 
 def labels_source(cfg: TrainConfig) -> str:
@@ -359,7 +426,11 @@ def with_target(
         target = mapping[F.col("label").cast("string")]
     else:
         target = F.col("label").cast("double")
-    out = labeled.withColumn(_LABEL, target).withColumn(_SPLIT, split_column(split))
+    out = (
+        labeled.withColumn(_LABEL, target)
+        .withColumn(_SPLIT, cv.split_column(split))
+        .withColumn(_FOLD, cv.fold_column(split))
+    )
     for name in labels.numeric:
         out = out.withColumn(name, F.col(name).cast("double"))
     for name in labels.categorical:
@@ -367,25 +438,29 @@ def with_target(
     return out
 
 
-def split_column(split: SplitConfig) -> Column:
-    """train / validation / test from a hash of (seed, content_sha256): the same bytes
-    always land in the same split, whatever their path or the table's row order."""
-    u = F.pmod(F.xxhash64(F.lit(split.seed), F.col("content_sha256")), F.lit(1_000_000)) / 1_000_000
-    return (
-        F.when(u < split.test, "test")
-        .when(u < split.test + split.validation, "validation")
-        .otherwise("train")
-    )
-
-
-def _check_counts(counts: dict[str, int], task: str, cfg: TrainConfig) -> None:
-    need = {"train": 2, "validation": 1, "test": 1}
-    short = {k: counts.get(k, 0) for k, n in need.items() if counts.get(k, 0) < n}
-    if short:
+def _check_counts(rows: DataFrame, task: str, classes: Sequence[str], cfg: TrainConfig) -> dict[str, int]:
+    """Rows per split and fold (`test`, `fold_0`, ...); an error when a fold or the test
+    split would be empty, or a class has fewer non-test images than there are folds."""
+    folds = cfg.split.folds
+    group = F.coalesce(F.concat(F.lit("fold_"), F.col(_FOLD).cast("string")), F.col(_SPLIT))
+    counts = {k: int(v) for k, v in rows.groupBy(group.alias("g")).count().collect()}
+    if task == "classification":
+        per_class = dict(rows.where(F.col(_SPLIT) != "test").groupBy(_LABEL).count().collect())
+        few = [(classes[int(i)], int(n)) for i, n in sorted(per_class.items()) if n < folds]
+        missing = [c for i, c in enumerate(classes) if float(i) not in per_class]
+        if few or missing:
+            name, n = few[0] if few else (missing[0], 0)
+            raise InputError(
+                f"class {name!r} has {n} non-test image(s), fewer than split.folds = {folds}: "
+                "lower split.folds or label more images of it"
+            )
+    wanted = ["test", *(f"fold_{i}" for i in range(folds))]
+    if any(counts.get(k, 0) < 1 for k in wanted):
         raise InputError(
-            f"too few labeled images with ok embeddings in {cfg.table} for a {task} split "
-            f"(per split: {counts or 'none'}); label more images or change split shares"
+            f"too few labeled images with ok embeddings in {cfg.table} for a test split and {folds} folds "
+            f"({', '.join(f'{k} {counts.get(k, 0)}' for k in wanted)}); label more images or lower split.folds"
         )
+    return {k: counts.get(k, 0) for k in wanted}
 
 
 def _feature_spec(
@@ -431,79 +506,63 @@ def with_features(frame: DataFrame, spec: FeatureSpec, embedding_cols: Sequence[
     return frame.mapInPandas(run, schema)
 
 
-def _fit_xgboost(data: DataFrame, task: str, params: dict[str, Any]):  # -> SparkXGB*Model
+def _fit_xgboost(rows: DataFrame, task: str, params: dict[str, Any], validation: Column | None = None):
+    """A `SparkXGBClassifier` / `SparkXGBRegressor` fitted on `rows`; where `validation` is
+    true, rows are watched (the training summary's validation curve), not trained on."""
     from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
     quiet = logging.getLogger("XGBoost-PySpark")
     if quiet.level == logging.NOTSET:  # xgboost.spark logs every fit at INFO unless told otherwise
         quiet.setLevel(logging.WARNING)
     cls = SparkXGBClassifier if task == "classification" else SparkXGBRegressor
-    fit_rows = data.where(F.col(_SPLIT) != "test").withColumn("is_validation", F.col(_SPLIT) == "validation")
+    extra = {}
+    if validation is not None:
+        rows, extra = rows.withColumn("is_validation", validation), {"validation_indicator_col": "is_validation"}
     try:
-        estimator = cls(
-            features_col=_FEATURES, label_col=_LABEL, validation_indicator_col="is_validation", **params
-        )
+        estimator = cls(features_col=_FEATURES, label_col=_LABEL, **extra, **params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"xgboost: {exc}") from None
-    return estimator.fit(fit_rows)
+    return estimator.fit(rows)
 
 
-def _best_booster(model) -> tuple[Any, int | None]:
-    """The booster cut to its best iteration (what `model.transform` predicts with)."""
-    booster = model.get_booster()
-    best = booster.attr("best_iteration")
-    if best is None:
-        return booster, None
-    return booster[: int(best) + 1], int(best)
+def xgboost_cv(
+    data: DataFrame,
+    task: str,
+    classes: Sequence[str],
+    params: dict[str, Any],
+    folds: int,
+    parallel: int,
+    *,
+    refit: bool = True,
+) -> tuple[cv.Scores, Any, int]:
+    """k-fold cross-validated XGBoost: fold i's fit watches fold i for `n_estimators`
+    rounds; the rounds of the best mean validation curve (with `early_stopping_rounds`
+    patience) score every fold and size the refit on all non-test rows, which scores
+    the test split. Returns the scores, the refitted model (None without `refit`: no
+    test scores either) and the rounds."""
+    patience = params.get("early_stopping_rounds")
+    full = {k: v for k, v in params.items() if k != "early_stopping_rounds"}
+    rest = data.where(F.col(_SPLIT) != "test")
+    models = cv.run_folds(lambda i: _fit_xgboost(rest, task, full, F.col(_FOLD) == i), folds, parallel)
+    curves = [m.training_summary.validation_objective_history for m in models]
+    metric = list(curves[0])[-1]  # xgboost early-stops on the last eval metric too
+    rounds = cv.pick_rounds([c[metric] for c in curves], metric, patience)
+    fold_scores = cv.run_folds(
+        lambda i: cv.evaluate(cv.at_rounds(models[i], rounds), rest.where(F.col(_FOLD) == i), task, classes),
+        folds,
+        parallel,
+    )
+    if not refit:
+        return cv.Scores(fold_scores, {}), None, rounds
+    final = _fit_xgboost(rest, task, {**full, "n_estimators": rounds})
+    test = cv.evaluate(final, data.where(F.col(_SPLIT) == "test"), task, classes)
+    return cv.Scores(fold_scores, test), final, rounds
 
 
-def evaluate(model, test: DataFrame, task: str, classes: Sequence[str]) -> dict[str, float]:
-    """Held-out metrics of a fitted Spark ML / xgboost.spark model on `test`."""
-    from pyspark.ml.functions import vector_to_array
-
-    out = model.transform(test)
-    cols = [F.col(_LABEL), F.col("prediction")]
-    if task == "classification":
-        cols.append(vector_to_array(F.col("probability")).alias("probability"))
-    frame = out.select(*cols).toPandas()
-    y = frame[_LABEL].to_numpy()
-    if task == "regression":
-        return regression_metrics(y, frame["prediction"].to_numpy())
-    return classification_metrics(y.astype(int), np.stack(frame["probability"].to_numpy()), len(classes))
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
-    """accuracy, log loss and AUC (binary, or one-vs-rest macro; NaN if a class is absent)."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    labels = list(range(n_classes))
-    proba = proba / proba.sum(axis=1, keepdims=True)  # float32 rows sum to 1 only within 1e-7
-    out = {
-        "accuracy": float(np.mean(proba.argmax(axis=1) == y)),
-        "log_loss": float(log_loss(y, np.clip(proba, 1e-15, 1), labels=labels)),
-    }
-    present = np.unique(y)
-    if len(present) < 2 or (n_classes > 2 and len(present) < n_classes):
-        out["auc"] = float("nan")
-    elif n_classes == 2:
-        out["auc"] = float(roc_auc_score(y, proba[:, 1]))
-    else:
-        out["auc"] = float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=labels))
-    return out
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {
-        "rmse": float(np.sqrt(mean_squared_error(y, pred))),
-        "mae": float(mean_absolute_error(y, pred)),
-        "r2": float(r2_score(y, pred)) if len(y) > 1 else float("nan"),
-    }
-
-
-def _linear_baseline(data: DataFrame, task: str, classes: Sequence[str], reg_param: float) -> dict[str, float]:
-    """Spark ML logistic / linear regression on the same features (missing values as 0)."""
+def _linear_baseline(
+    data: DataFrame, task: str, classes: Sequence[str], cfg: TrainConfig, parallel: int
+) -> cv.Scores:
+    """Spark ML logistic / linear regression on the same features (missing values as 0), same folds."""
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.functions import array_to_vector
     from pyspark.ml.regression import LinearRegression
@@ -511,17 +570,21 @@ def _linear_baseline(data: DataFrame, task: str, classes: Sequence[str], reg_par
     vectors = data.withColumn(
         "vector", array_to_vector(F.transform(_FEATURES, lambda x: F.nanvl(x, F.lit(0.0))))
     )
+    if task == "classification":  # every class, even one a fold's training rows lack
+        nominal = {"ml_attr": {"type": "nominal", "num_vals": len(classes)}}
+        vectors = vectors.withColumn(_LABEL, F.col(_LABEL).alias(_LABEL, metadata=nominal))
     kind = LogisticRegression if task == "classification" else LinearRegression
-    model = kind(featuresCol="vector", labelCol=_LABEL, regParam=reg_param, maxIter=100, tol=1e-4).fit(
-        vectors.where(F.col(_SPLIT) == "train")
+    estimator = kind(
+        featuresCol="vector", labelCol=_LABEL, regParam=cfg.baselines.linear_reg_param, maxIter=100, tol=1e-4
     )
-    return evaluate(model, vectors.where(F.col(_SPLIT) == "test"), task, classes)
+    scores, _ = cv.cross_validate(estimator.fit, vectors, task, classes, cfg.split.folds, parallel)
+    return scores
 
 
 def _pixel_baseline(
-    rows: DataFrame, task: str, classes: Sequence[str], params: dict[str, Any], cfg: TrainConfig
-) -> dict[str, float]:
-    """XGBoost (same params) on a tiny grayscale thumbnail of the same images, no columns.
+    rows: DataFrame, task: str, classes: Sequence[str], params: dict[str, Any], cfg: TrainConfig, parallel: int
+) -> cv.Scores:
+    """XGBoost (same params, same folds) on a tiny grayscale thumbnail of the same images, no columns.
 
     The thumbnails are computed now from the files the table lists (not stored).
     """
@@ -529,13 +592,12 @@ def _pixel_baseline(
     listing = rows.select("path", "modification_time", "length")
     pixels = featurize_listing(listing, spec, WorkerOptions(batch_size=256))
     ok = pixels.where(F.col("status") == Status.OK.value).select("path", F.col("embedding").alias("emb_0"))
-    joined = rows.select("path", _LABEL, _SPLIT).join(ok, "path")
+    joined = rows.select("path", _LABEL, _SPLIT, _FOLD).join(ok, "path")
     only_pixels = FeatureSpec(featurizers=(spec,), task=task, classes=tuple(classes))
     data = with_features(joined, only_pixels, ["emb_0"]).cache()
-    model = _fit_xgboost(data, task, params)
-    metrics = evaluate(model, data.where(F.col(_SPLIT) == "test"), task, classes)
+    scores, _, _ = xgboost_cv(data, task, classes, params, cfg.split.folds, parallel)
     data.unpersist()
-    return metrics
+    return scores
 
 
 def _leakage_warning(metrics: dict[str, dict[str, float]], task: str, margin: float) -> str | None:
@@ -545,7 +607,7 @@ def _leakage_warning(metrics: dict[str, dict[str, float]], task: str, margin: fl
     model, pixels = metrics["xgboost"][name], metrics["raw_pixels"][name]
     if pixels >= model - margin:
         return (
-            f"the raw-pixel baseline scores {name} {pixels:.3f}, as well as the model ({model:.3f}): "
+            f"the raw-pixel baseline scores cv {name} {pixels:.3f}, as well as the model ({model:.3f}): "
             "the label may leak through trivial image properties (size, brightness, borders, "
             "duplicates), or the images need no learned features"
         )

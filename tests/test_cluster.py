@@ -188,6 +188,7 @@ def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shippe
         cluster, shipped, tmp_path, "train",
         "--table", str(cluster_table), "--set", f"tracking.uri={db}",
         "--set", "baselines.linear=false", "--set", "baselines.raw_pixels=false",
+        "--set", "split.folds=2",  # 5 photos per class: 2 folds leave each class in both
     )
     assert done.returncode == 0, done.problem()
     assert "model imgfeat version 1" in done.stdout

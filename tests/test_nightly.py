@@ -34,6 +34,7 @@ def _nightly_argv(tmp: Path, images: Path, *sets: str) -> list[str]:
         "featurize.featurizer.batch_size=8",
         "train.baselines.linear=false",
         "train.baselines.raw_pixels=false",
+        "train.split.folds=2",  # 5 photos per class: 2 folds leave each class in both
         *sets,
     )
     return ["nightly", "--config", str(REPO / "conf" / "nightly.yaml"), "--input", str(images),

@@ -37,7 +37,7 @@ def test_notebooks_run_in_order_on_sample_photos(spark, tmp_path):
     emb, scores = str(tmp_path / "emb"), str(tmp_path / "scores")
     tracking = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     quick_train = tmp_path / "train.yaml"
-    quick_train.write_text(yaml.safe_dump({"baselines": {"linear": False, "raw_pixels": False}}))
+    quick_train.write_text(yaml.safe_dump({"baselines": {"linear": False, "raw_pixels": False}, "split": {"folds": 2}}))
 
     ns, shown = run_notebook(
         NOTEBOOKS / "01_featurize.py", spark, {"input": str(images), "table": emb, "batch_size": "8", **tracking}

@@ -77,6 +77,11 @@ def test_registered_model_has_signature_input_example_and_its_run(trainset):
     run = client.get_run(trained.run_id)
     assert run.data.metrics["xgboost.test_accuracy"] == trained.result.metrics["xgboost"]["accuracy"]
     assert "raw_pixels.test_accuracy" in run.data.metrics and "linear.test_log_loss" in run.data.metrics
+    cv = trained.result.scores["xgboost"]
+    assert run.data.metrics["xgboost.cv_accuracy_mean"] == pytest.approx(cv.mean()["accuracy"])
+    assert run.data.metrics["linear.cv_auc_std"] == pytest.approx(trained.result.scores["linear"].std()["auc"])
+    folds = client.get_metric_history(trained.run_id, "xgboost.fold_accuracy")  # one step per fold
+    assert [m.step for m in folds] == [0, 1, 2, 3, 4] and [m.value for m in folds] == [f["accuracy"] for f in cv.folds]
     assert run.data.params["xgboost.max_depth"] == "4"
 
 

@@ -1,4 +1,5 @@
-"""Training on the embeddings table: held-out quality, baselines, tabular columns, split, errors."""
+"""Training on the embeddings table: cross-validated and held-out quality, baselines, tabular
+columns, split and folds, the refit, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import math
 import numpy as np
 import pytest
 
+from imgfeat import cv
 from imgfeat.config import SplitConfig, TrainConfig, load_config
 from imgfeat.errors import ConfigError, InputError
-from imgfeat.train import split_column, train
+from imgfeat.train import train, xgboost_cv
 from tests.trainset import CLASSES, PER_CLASS, trainset  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,13 @@ def test_model_beats_chance_and_the_raw_pixel_baseline_on_held_out_images(trains
     assert model["auc"] > 0.9
     assert linear["accuracy"] >= 0.8
     assert result.warning is None  # raw pixels do not come close: no leakage warning
-    assert result.best_iteration is not None and result.best_iteration < result.params["n_estimators"]
+    assert 1 <= result.rounds <= result.params["n_estimators"]
+    assert result.booster.num_boosted_rounds() == result.rounds  # the refit grew the picked rounds
+    for name, scores in result.scores.items():  # every model: one score per fold, spread measured
+        assert len(scores.folds) == 5 and set(scores.mean()) == set(scores.test) == {"accuracy", "auc", "log_loss"}
+        assert all(0 <= v < 0.5 for v in scores.std().values()), name
+    assert result.scores["xgboost"].mean()["accuracy"] >= 0.8
+    assert sum(result.counts.values()) == len(CLASSES) * PER_CLASS
 
 
 def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_path):
@@ -60,20 +68,83 @@ def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_p
     assert with_cols.metrics["xgboost"]["rmse"] < without.metrics["xgboost"]["rmse"]
 
 
-def test_split_is_by_content_hash_so_duplicates_never_straddle(spark):
+def test_split_and_folds_are_by_content_hash_so_duplicates_never_straddle(spark):
     from pyspark.sql import functions as F
 
     rng = np.random.default_rng(1)
     shas = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex() for _ in range(3000)]
     rows = [(f"/a/{i}.jpg", s) for i, s in enumerate(shas)] + [(f"/copy/{i}.jpg", s) for i, s in enumerate(shas)]
-    frame = spark.createDataFrame(rows, "path string, content_sha256 string")
-    split = SplitConfig(validation=0.15, test=0.2, seed=0)
-    marked = frame.withColumn("split", split_column(split))
-    assert marked.groupBy("content_sha256").agg(F.countDistinct("split").alias("n")).where("n > 1").count() == 0
-    shares = {r["split"]: r["count"] / len(rows) for r in marked.groupBy("split").count().collect()}
-    assert abs(shares["test"] - 0.2) < 0.03 and abs(shares["validation"] - 0.15) < 0.03
-    reseeded = frame.withColumn("split", split_column(SplitConfig(seed=1)))
-    assert reseeded.join(marked, ["path", "content_sha256"]).where(reseeded.split != marked.split).count() > 0
+    frame = spark.createDataFrame(rows, "path string, content_sha256 string").repartition(7)
+    split = SplitConfig(test=0.2, folds=4, seed=0)
+    marked = frame.withColumn("split", cv.split_column(split)).withColumn("fold", cv.fold_column(split))
+    by_bytes = marked.groupBy("content_sha256").agg(
+        F.countDistinct("split").alias("splits"), F.countDistinct(F.coalesce("fold", F.lit(-1))).alias("folds")
+    )
+    assert by_bytes.where("splits > 1 or folds > 1").count() == 0  # a copy sits with its original
+    assert marked.where("(split = 'test') != (fold is null)").count() == 0  # folds divide the non-test rows
+    shares = {r["g"]: r["count"] / len(rows) for r in marked.groupBy(F.coalesce(F.col("fold").cast("string"), "split").alias("g")).count().collect()}
+    assert set(shares) == {"test", "0", "1", "2", "3"}
+    assert abs(shares["test"] - 0.2) < 0.03 and all(abs(shares[str(i)] - 0.2) < 0.03 for i in range(4))
+    reseeded = frame.withColumn("fold", cv.fold_column(SplitConfig(seed=1, folds=4)))
+    assert reseeded.join(marked, ["path", "content_sha256"]).where(reseeded.fold != marked.fold).count() > 0
+
+
+def test_folds_train_on_the_other_folds_and_the_refit_on_every_non_test_row(spark):
+    """Root cover of a squared-error tree = rows it was grown on (hessian 1 per row)."""
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(240, 6)).astype(np.float32)
+    y = x[:, 0] * 2 + rng.normal(0, 0.1, 240)
+    split = SplitConfig(test=0.25, folds=3, seed=0)
+    frame = spark.createDataFrame(
+        [(f"{i:064x}", [float(v) for v in row], float(t)) for i, (row, t) in enumerate(zip(x, y))],
+        "content_sha256 string, features array<float>, label_index double",
+    ).withColumn("split", cv.split_column(split)).withColumn("fold", cv.fold_column(split)).cache()
+    rest = frame.where(F.col("split") != "test").count()
+    seen = []
+
+    def fit(rows):
+        seen.append(rows.count())
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.ml.regression import LinearRegression
+
+        return _Vectorized(LinearRegression(featuresCol="v", labelCol="label_index").fit(
+            rows.withColumn("v", array_to_vector("features"))))
+
+    scores, _ = cv.cross_validate(fit, frame, "regression", (), folds=3, parallel=2)
+    sizes = [frame.where(F.col("fold") == i).count() for i in range(3)]
+    assert sorted(seen) == sorted([rest - n for n in sizes] + [rest])  # k folds, then all non-test rows
+    assert len(scores.folds) == 3 and scores.mean()["r2"] > 0.9 and scores.test["r2"] > 0.9
+
+    params = {"n_estimators": 40, "max_depth": 2, "learning_rate": 0.3, "subsample": 1.0, "early_stopping_rounds": 5}
+    scores, model, rounds = xgboost_cv(frame, "regression", (), params, folds=3, parallel=2)
+    root = model.get_booster().trees_to_dataframe().query("Tree == 0 and Node == 0")
+    assert float(root["Cover"].iloc[0]) == rest  # the refit grew on every non-test row
+    assert model.get_booster().num_boosted_rounds() == rounds <= 40
+    assert len(scores.folds) == 3 and scores.mean()["r2"] > 0.8 and scores.test["r2"] > 0.8
+
+
+class _Vectorized:
+    """A Spark ML model that reads the `features` array column as its vector column."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def transform(self, rows):
+        from pyspark.ml.functions import array_to_vector
+
+        return self.model.transform(rows.withColumn("v", array_to_vector("features")))
+
+
+def test_fewer_images_of_a_class_than_folds_is_one_clear_error(spark, trainset):
+    with pytest.raises(InputError, match="non-test image.*split.folds = 30"):
+        train(spark, _cfg(trainset.table, "split.folds=30", "baselines.raw_pixels=false"))
+
+
+def test_the_removed_validation_share_is_a_clear_config_error():
+    with pytest.raises(ConfigError, match="split.validation was removed"):
+        load_config(TrainConfig, overrides=["split.validation=0.15"])
 
 
 def test_user_errors_name_what_is_wrong(spark, trainset, tmp_path):

