@@ -119,7 +119,7 @@ def pick_rounds(curves: Sequence[Sequence[float]], metric: str, patience: int | 
 def at_rounds(model: Any, rounds: int) -> Any:
     """The xgboost.spark `model` predicting with its first `rounds` trees (as early stopping's
     `best_iteration` makes it), so every fold is scored at the rounds the refit uses."""
-    model.get_booster().set_attr(best_iteration=str(rounds - 1))
+    model.get_booster().best_iteration = rounds - 1
     return model
 
 

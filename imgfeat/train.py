@@ -577,7 +577,11 @@ def _linear_baseline(
     estimator = kind(
         featuresCol="vector", labelCol=_LABEL, regParam=cfg.baselines.linear_reg_param, maxIter=100, tol=1e-4
     )
-    scores, _ = cv.cross_validate(estimator.fit, vectors, task, classes, cfg.split.folds, parallel)
+
+    def fit(rows: DataFrame):  # a copy per call: folds fit from several threads
+        return estimator.copy().fit(rows)
+
+    scores, _ = cv.cross_validate(fit, vectors, task, classes, cfg.split.folds, parallel)
     return scores
 
 
