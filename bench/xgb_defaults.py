@@ -28,7 +28,7 @@ import numpy as np
 
 CANDIDATES: dict[str, dict] = {
     "old default": {"max_depth": 4, "learning_rate": 0.1},
-    "issue's": {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.5},
+    "new default": {"max_depth": 4, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.5},
     "shallow, cols 0.3": {"max_depth": 3, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.3},
     "shallow, cols 0.3, reg": {
         "max_depth": 3, "learning_rate": 0.05, "subsample": 0.8, "colsample_bytree": 0.3,
