@@ -88,7 +88,8 @@ def embeddings(spark, photos: Path, table: Path, label: str) -> tuple[np.ndarray
     return np.stack(frame["embedding"].to_numpy()), labels.loc[frame["path"]].to_numpy()
 
 
-def measure(x: np.ndarray, y: np.ndarray) -> list[str]:
+def measure(x: np.ndarray, y: np.ndarray, emit=print) -> None:
+    """Emit the table's header, then one line per parameter set as it is measured."""
     import xgboost as xgb
 
     classes = np.unique(y)
@@ -97,7 +98,7 @@ def measure(x: np.ndarray, y: np.ndarray) -> list[str]:
     base = {"objective": "binary:logistic"} if binary else {"objective": "multi:softprob", "num_class": len(classes)}
     metrics = ["error", "auc", "logloss"] if binary else ["merror", "mlogloss"]
     data = xgb.DMatrix(x, label=target)
-    lines = [f"{'params':26} {'cv accuracy':>16} {'cv auc':>16} {'cv log loss':>16} {'rounds':>6} {'s':>5}"]
+    emit(f"{'params':26} {'cv accuracy':>16} {'cv auc':>16} {'cv log loss':>16} {'rounds':>6} {'s':>5}")
     for name, params in CANDIDATES.items():
         began = time.monotonic()
         result = xgb.cv({**base, "tree_method": "hist", "nthread": 2, "seed": 0, **params}, data,
@@ -106,11 +107,10 @@ def measure(x: np.ndarray, y: np.ndarray) -> list[str]:
         last = result.iloc[-1]
         err, loss = ("test-error", "test-logloss") if binary else ("test-merror", "test-mlogloss")
         auc = f"{last['test-auc-mean']:.3f} ± {last['test-auc-std']:.3f}" if binary else "-"
-        lines.append(
+        emit(
             f"{name:26} {1 - last[err + '-mean']:>8.3f} ± {last[err + '-std']:.3f} {auc:>16} "
             f"{last[loss + '-mean']:>8.3f} ± {last[loss + '-std']:.3f} {len(result):>6} {time.monotonic() - began:>5.0f}"
         )
-    return lines
 
 
 def main() -> None:
@@ -127,7 +127,7 @@ def main() -> None:
     for name, (photos, label) in sets.items():
         x, y = embeddings(spark, photos, out / name / "embeddings", label)
         print(f"\n{name}: {len(y)} non-test images, {x.shape[1]} dims (efficientnet_lite0), label {label}", flush=True)
-        print("\n".join(measure(x, y)), flush=True)
+        measure(x, y, lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
