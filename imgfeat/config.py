@@ -166,7 +166,7 @@ class TrainConfig(Section):
 
 class SelectConfig(Section):
     """`imgfeat select`: featurize a labeled sample with each candidate featurizer (into the
-    real table), cross-validate each, recommend one (see `imgfeat.select` for the rule)."""
+    real table), cross-validate each, recommend one (see `imgfeat.selection` for the rule)."""
 
     input: str | None = Field(None, description="Directory, glob or URI of the images (required).")
     table: str = "warehouse/embeddings"

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Callable, Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, faults, finetune, nightly, progress, reduce, select, sources, tracking
+from imgfeat import delta, faults, finetune, nightly, progress, reduce, selection, sources, tracking
 from imgfeat.config import (
     BaselinesConfig,
     FeaturizeConfig,
@@ -345,7 +345,7 @@ def auto_featurizers(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
     if found is None or "recommend" not in found[1]:
         raise InputError(f"featurizers auto: no finished `imgfeat select` run on {cfg.table} in the MLflow store")
     run_id, tags = found
-    names = tags["recommend"].split(select.PAIR)
+    names = tags["recommend"].split(selection.PAIR)
     log.warning("imgfeat: featurizers auto: %s, recommended by select run %s", ", ".join(names), run_id)
     base = cfg.featurizers[0]
     chosen = tuple(base.model_copy(update={"name": n}) for n in names)
@@ -360,8 +360,8 @@ class SelectSummary:
     table: str
     sample: int  # labeled images featurized (when new) and cross-validated
     metric: str
-    candidates: list[select.Candidate]
-    choice: select.Candidate
+    candidates: list[selection.Candidate]
+    choice: selection.Candidate
     featurize_seconds: float = 0.0  # featurizing the sample into the table, all candidates
     seconds: float = 0.0
 
@@ -380,13 +380,13 @@ class SelectSummary:
 def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSummary:
     """Featurize a stratified labeled sample with every candidate into `cfg.table` (the normal
     featurize path: rows a later full run reuses), cross-validate each (and the best pair),
-    and recommend one by `select.recommend`'s rule. Each candidate is a nested MLflow run;
+    and recommend one by `selection.recommend`'s rule. Each candidate is a nested MLflow run;
     the parent records the choice (what `imgfeat train --featurizers auto` reads)."""
     if not cfg.input:
         raise InputError("no input: pass --input DIR|GLOB|URI or set `input:` in the config")
     sources.check_input(cfg.input, cfg.read.extensions)  # all of this before Spark starts
     delta.check_writable(cfg.table)
-    names = select.check_candidates(cfg.candidates, cfg.floor)
+    names = selection.check_candidates(cfg.candidates, cfg.floor)
     specs = {n: resolve_spec(FeaturizerConfig(name=n, batch_size=cfg.batch_size)) for n in names}
     started = time.monotonic()
     spark = spark or get_spark(cfg.spark)
@@ -425,7 +425,7 @@ def _select_sample(spark: SparkSession, cfg: SelectConfig, listing: sources.List
     classes = labeled.select("label").distinct().limit(2).count()
     if classes < 2 and cfg.task != "regression":
         raise InputError(f"select needs at least 2 label values among the images under {cfg.input}, found {classes}")
-    return select.stratified_sample(labeled, cfg.sample, cfg.seed).select(*sources.LISTING_COLUMNS).cache()
+    return selection.stratified_sample(labeled, cfg.sample, cfg.seed).select(*sources.LISTING_COLUMNS).cache()
 
 
 def _select(
@@ -433,7 +433,7 @@ def _select(
 ) -> SelectSummary:
     n = sample.count()
     metric = None
-    measured: list[select.Candidate] = []
+    measured: list[selection.Candidate] = []
     featurize_seconds = 0.0
     for name, spec in specs.items():
         with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
@@ -452,12 +452,12 @@ def _select(
         best = sorted((c for c in measured if c.name != cfg.floor), key=lambda c: -c.mean)[:2]
         if len(best) == 2:
             names = [c.name for c in best]
-            name = select.PAIR.join(names)
+            name = selection.PAIR.join(names)
             with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
                 scores, features = cross_validate_sample(spark, _train_config(cfg, names), sample)
                 ms = sum(c.ms_per_image for c in best)
                 measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
-    return SelectSummary(parent, cfg.table, n, metric or "", measured, select.recommend(measured),
+    return SelectSummary(parent, cfg.table, n, metric or "", measured, selection.recommend(measured),
                          featurize_seconds=featurize_seconds)
 
 
@@ -473,7 +473,7 @@ def _ms_per_image(sample: DataFrame, spec: FeaturizerSpec, cfg: SelectConfig) ->
     return 1000 * seconds / max(count, 1)
 
 
-def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: bool) -> select.Candidate:
+def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: bool) -> selection.Candidate:
     mean, std = scores.mean()[metric], scores.std()[metric]
     if tracked:
         tracking.log_metrics(
@@ -482,7 +482,7 @@ def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: boo
         )
         for i, fold in enumerate(scores.folds):
             tracking.log_metrics({f"fold_{k}": v for k, v in fold.items()}, step=i)
-    return select.Candidate(name, dim, mean, std, ms)
+    return selection.Candidate(name, dim, mean, std, ms)
 
 
 @dataclass

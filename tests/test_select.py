@@ -7,7 +7,7 @@ import pytest
 from imgfeat.cli import main
 from imgfeat.config import SelectConfig, TrainConfig, load_config
 from imgfeat.errors import ConfigError, FeaturizerError
-from imgfeat.select import Candidate, check_candidates, offline_candidates, recommend
+from imgfeat.selection import Candidate, check_candidates, offline_candidates, recommend
 
 
 def _c(name: str, mean: float, std: float, ms: float) -> Candidate:

@@ -1,11 +1,13 @@
-"""Which featurizer fits these images: candidates tried on a sample, and the rule that picks one.
+"""Choosing a featurizer (`imgfeat select`): candidates tried on a sample, and the rule that picks one.
 
 Owns: the candidate list (default: every registered featurizer whose default
 weights are available offline, `grayscale16` as the floor, and the best pair
 concatenated), checking it before Spark starts, the deterministic stratified
 sample of labeled images, and the recommendation rule (`recommend`).
 Must not: featurize, write tables or log to MLflow (`runs.select_run` does,
-through the normal featurize and train paths).
+through the normal featurize and train paths). Named `selection`, not the
+design's `select.py`: a module `select` beside `cli.py` would shadow the
+standard library's `select` whenever a file in this folder runs as a script.
 
 The rule, stated once (the README quotes it): the candidate with the best
 cross-validated mean of the task's primary metric (accuracy; R² for
