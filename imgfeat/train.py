@@ -202,7 +202,10 @@ class TrainResult:
     def lines(self) -> list[str]:
         """Every model's metrics side by side, cv mean ± std then test; then the leakage warning."""
         names = sorted({m for s in self.scores.values() for m in s.test})
-        rows = [f"{'':12}" + "".join(f"{n:>24}" for n in names), f"{'model':12}" + f"{'cv mean ± std    test':>24}" * len(names)]
+        rows = [
+            f"{'':12}" + "".join(f"{n:>28}" for n in names),
+            f"{'model':12}" + f"{'cv mean ± std     test':>28}" * len(names),
+        ]
         for model, s in self.scores.items():
             mean, std = s.mean(), s.std()
             rows.append(
