@@ -436,13 +436,15 @@ def _select(
     measured: list[selection.Candidate] = []
     featurize_seconds = 0.0
     for name, spec in specs.items():
-        with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
+        tags = {"table": cfg.table, "candidate": name}
+        with tracking.run(cfg.tracking, "select-candidate", tags, nested=True) as child:
             began = time.monotonic()
             fcfg = FeaturizeConfig(
                 input=cfg.input, table=cfg.table, read=cfg.read, spark=cfg.spark,
                 featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size), tracking=TrackingConfig(enabled=False),
             )
-            _featurize_listed(fcfg, spec, spark, parent or uuid.uuid4().hex, sources.Listing(sample, n, sample))
+            # One run id per candidate: the table's commits are idempotent per run id.
+            _featurize_listed(fcfg, spec, spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample))
             featurize_seconds += time.monotonic() - began
             ms = _ms_per_image(sample, spec, cfg)
             scores, features = cross_validate_sample(spark, _train_config(cfg, [name]), sample)
