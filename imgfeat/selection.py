@@ -80,5 +80,6 @@ class Candidate:
 def recommend(candidates: Sequence[Candidate]) -> Candidate:
     """Accuracy first, cost as tie-breaker within one std of the best (see the module doc)."""
     best = max(candidates, key=lambda c: c.mean)
-    tied = [c for c in candidates if c.mean >= best.mean - best.std]
+    spread = best.std if best.std == best.std else 0.0  # NaN (one usable fold): no tolerance
+    tied = [c for c in candidates if c is best or c.mean >= best.mean - spread]
     return min(tied, key=lambda c: (c.ms_per_image, -c.mean, c.name))
