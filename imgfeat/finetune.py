@@ -1,9 +1,9 @@
 """Fine-tuning a featurizer on the user's labels, distributed with Spark's TorchDistributor.
 
 Owns: which images a fine-tuning run trains on (`plan`: labels, task, classes
-and split exactly as `imgfeat.train` reads them; only the train split is
-trained on, the validation split gives the per-epoch metric, the test split is
-never read), the checks on those images before any training (`check`), the
+and split exactly as `imgfeat.train` reads them; the non-test images of
+cross-validation folds 1..k-1 are trained on, fold 0 gives the per-epoch
+metric, the test split is never read), the checks on those images before any training (`check`), the
 function each TorchDistributor process runs (`train_process`: DDP with gloo on
 CPU or nccl on GPU, AdamW, warm-up then cosine decay, a lower learning rate for
 the network than for the head, horizontal flips, mixed precision on GPU), and
@@ -92,11 +92,18 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
             raise InputError(f"none of the {by_status.get('ok', 0)} decodable images under {cfg.input} has a label in {where}")
         task, classes = infer_task(labeled, cfg.task)
         target = with_target(labeled, task, classes, cfg.split, cfg.labels)
-        frame = target.select("path", "content_sha256", "label_index", "split").toPandas()
+        frame = target.select("path", "content_sha256", "label_index", "split", "fold").toPandas()
         unlabeled = ok.count() - len(frame)
     finally:
         rows.unpersist()
-    parts = {s: frame[frame["split"] == s] for s in ("train", "validation", "test")}
+    # `imgfeat train` refits on every non-test image; fine-tuning holds out its
+    # fold 0 for the per-epoch metric and never reads the test split.
+    held_out = frame["split"] == "test"
+    parts = {
+        "train": frame[~held_out & (frame["fold"] != 0)],
+        "validation": frame[~held_out & (frame["fold"] == 0)],
+        "test": frame[held_out],
+    }
     counts = {
         "listed": listed,
         **{f"skipped_{s}": n for s, n in sorted(by_status.items()) if s != Status.OK.value},
@@ -135,7 +142,7 @@ def check(p: Plan, cfg: FinetuneConfig) -> None:
             f"{cfg.batch_size} x {processes} process(es) needs {cfg.batch_size * processes}; lower batch_size"
         )
     if not p.validation:
-        raise InputError("the validation split is empty; label more images or raise split.validation")
+        raise InputError("cross-validation fold 0 (the per-epoch validation images) is empty; label more images or lower split.folds")
 
 
 # ----------------------------------------------------------------------------- the training processes

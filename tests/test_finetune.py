@@ -20,7 +20,7 @@ from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.featurizers.backbone import build_network, checkpoint_state_dict
 from imgfeat.samples import spark_path, write_labeled_photos
 from imgfeat.sources import list_images
-from imgfeat.train import split_column
+from imgfeat.cv import fold_column, split_column
 
 CLASSES = ("brick", "grass")
 
@@ -89,11 +89,15 @@ def test_fine_tuning_sees_only_the_train_split_and_skips_undecodable_images(spar
     # The split `imgfeat train` computes (same seed, same hash of the bytes), independently.
     hashes = {spark_path(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     frame = spark.createDataFrame(list(hashes.items()), ["path", "content_sha256"])
-    split = dict(frame.select("path", split_column(SplitConfig(seed=7)).alias("s")).collect())
+    seven = SplitConfig(seed=7)
+    split = {
+        r.path: "test" if r.s == "test" else ("validation" if r.fold == 0 else "train")
+        for r in frame.select("path", split_column(seven).alias("s"), fold_column(seven).alias("fold")).collect()
+    }
     labeled_ok = {spark_path(p) for p in files if p.parent != root and p.name != "broken.jpg"}
     trained = {p for p, _ in plan.train}
-    assert trained == {p for p in labeled_ok if split[p] == "train"}
-    assert {p for p, _ in plan.validation} == {p for p in labeled_ok if split[p] == "validation"}
+    assert trained == {p for p in labeled_ok if split[p] == "train"}  # folds 1..k-1 of the non-test images
+    assert {p for p, _ in plan.validation} == {p for p in labeled_ok if split[p] == "validation"}  # fold 0
     assert plan.train_sha256 == {hashes[p] for p in trained}
     assert not plan.train_sha256 & {hashes[p] for p in labeled_ok if split[p] != "train"}  # no leakage
     assert split[spark_path(root / "grass" / "same_bytes.jpg")] == split[spark_path(root / "grass" / "grass_0003.jpg")]
