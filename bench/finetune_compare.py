@@ -126,7 +126,8 @@ def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, flo
 
     from imgfeat import delta
     from imgfeat.config import SplitConfig
-    from imgfeat.train import classification_metrics, path_key, split_column
+    from imgfeat.cv import classification_metrics, split_column
+    from imgfeat.train import path_key
 
     head = torch.load(
         io.BytesIO(Path(mlflow.artifacts.download_artifacts(f"runs:/{tuned.run_id}/featurizer/head.pt")).read_bytes()),

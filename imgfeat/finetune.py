@@ -41,7 +41,8 @@ from imgfeat.errors import FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing, prepare_path
 from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
-from imgfeat.train import PRIMARY_METRIC, classification_metrics, infer_task, regression_metrics, with_labels, with_target
+from imgfeat.cv import classification_metrics, regression_metrics
+from imgfeat.train import PRIMARY_METRIC, infer_task, with_labels, with_target
 
 log = logging.getLogger("imgfeat")
 
