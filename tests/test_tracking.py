@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import mlflow
@@ -13,6 +14,7 @@ from PIL import Image
 from imgfeat import tracking
 from imgfeat.config import FeaturizeConfig, TrackingConfig, TrainConfig, load_config
 from imgfeat.runs import featurize_run, train_run
+from imgfeat.scoring import SCORES
 from tests.trainset import MODEL_NAME, PER_CLASS, trainset  # noqa: F401  (fixture)
 
 
@@ -35,6 +37,53 @@ def test_embedded_default_is_sqlite_and_mlartifacts_in_the_working_dir(tmp_path,
     assert tracking.tracking_uri(TrackingConfig(uri="http://mlflow:5000")) == "http://mlflow:5000"
     with tracking.run(TrackingConfig(enabled=False), "off") as nothing:
         assert nothing is None
+
+
+def test_experiment_opens_on_training_runs_and_runs_nest_under_an_active_run(tmp_path):
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="kind")
+    client = MlflowClient(cfg.uri)
+    with tracking.run(cfg, "outer", name="nightly embeddings") as outer:
+        with tracking.run(cfg, "inner", name="featurize x") as inner:
+            tracking.name_run("featurize x v3")
+    experiment = client.get_experiment_by_name("kind")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_run(outer).info.run_name == "nightly embeddings"
+    assert client.get_run(inner).info.run_name == "featurize x v3"
+    assert client.get_run(inner).data.tags["mlflow.parentRunId"] == outer
+    assert "mlflow.parentRunId" not in client.get_run(outer).data.tags
+
+    # An experiment made before (no kind) gets it; a kind someone chose is kept.
+    other = client.create_experiment("made-by-hand")
+    with tracking.run(TrackingConfig(uri=cfg.uri, experiment="made-by-hand"), "probe"):
+        pass
+    assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
+    genai = client.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    with tracking.run(TrackingConfig(uri=cfg.uri, experiment="genai"), "probe"):
+        pass
+    assert client.get_experiment(genai).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_table_inputs_are_delta_sources_with_path_version_rows_and_schema(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", experiment="t")
+    tracking.log_table_input("warehouse/embeddings", 0, "training")  # no active run: nothing, no error
+    with tracking.run(cfg, "probe") as run_id:
+        tracking.log_table_input("warehouse/embeddings", 0, "training", rows=5, schema=SCORES.spark_schema,
+                                 subset="train")
+        tracking.log_table_input("warehouse/embeddings", 0, "test", rows=2, subset="test")
+        tracking.log_table_input("s3://bucket/scores", 7, "scoring")
+    inputs = MlflowClient(cfg.uri).get_run(run_id).inputs.dataset_inputs
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert set(by_context) == {"training", "test", "scoring"}
+    training, test, scored = by_context["training"], by_context["test"], by_context["scoring"]
+    assert training.name == "embeddings" and training.source_type == "delta_table"
+    assert json.loads(training.source) == {"path": str(tmp_path / "warehouse" / "embeddings"), "delta_table_version": 0}
+    assert json.loads(training.profile) == {"num_rows": 5} and json.loads(test.profile) == {"num_rows": 2}
+    assert training.digest != test.digest  # two slices of one version stay two inputs
+    columns = {c["name"]: c["type"] for c in json.loads(training.schema)["mlflow_colspec"]}
+    assert columns["path"] == "string" and columns["probabilities"] == "map" and columns["scored_at"] == "datetime"
+    assert json.loads(scored.source) == {"path": "s3://bucket/scores", "delta_table_version": 7}
+    assert scored.profile is None and scored.schema in (None, "")
 
 
 def test_a_failed_run_is_marked_failed(tmp_path):
