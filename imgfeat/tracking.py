@@ -122,6 +122,17 @@ def run(
         yield active.info.run_id
 
 
+def experiment_link(experiment_id: str) -> str:
+    """The MLflow UI's address (after host and port) of an experiment's training runs.
+
+    MLflow 3.17's UI opens every experiment as its GenAI / Model training
+    switch says (GenAI until a browser picks otherwise), whatever the
+    experiment's kind; `workflowType=machine_learning` flips the switch, and
+    the browser keeps it.
+    """
+    return f"/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def name_run(name: str) -> None:
     """Rename the active run, once what tells it apart (a table version) is known."""
     import mlflow
