@@ -91,13 +91,13 @@ def test_the_experiment_link_opens_on_training_runs_with_their_delta_datasets(tr
         page.goto(base + link, wait_until="commit", timeout=120_000)
         page.get_by_text(f"train efficientnet_lite0 v{trainset.trained.result.version}").first.wait_for(timeout=120_000)
         page.get_by_text(f"featurize efficientnet_lite0 v{trainset.featurized.version}").first.wait_for(timeout=30_000)
-        page.get_by_text("Training", exact=True).first.wait_for(timeout=30_000)  # the Dataset column fills last
+        page.wait_for_function(  # the Dataset column fills in last
+            "['Training', 'Featurization'].every(t => document.body.innerText.includes(t))", timeout=120_000
+        )
         with contextlib.suppress(Exception):  # the assistant panel, when shown, hides half the table
-            page.get_by_role("button", name="Close").first.click(timeout=2_000)
+            page.locator("[aria-label*='Close' i]").last.click(timeout=5_000)
         page.screenshot(path=str(shot))
-        text = page.inner_text("main") if page.locator("main").count() else page.inner_text("body")
+        text = page.inner_text("body")
     # The runs table, not the GenAI overview; each run's Dataset cell: table name (digest) and context.
-    assert "Run Name" in text and "Dataset" in text and "Traces" not in page.url, f"{page.url}; see {shot}"
-    for context in ("Training", "Featurization"):
-        assert context in text, f"{context!r} not in the Dataset column; see {shot}"
+    assert "/runs" in page.url and "Run Name" in text and "Dataset" in text, f"{page.url}; see {shot}"
     assert text.count("embeddings (") >= 2, f"no embeddings datasets listed; see {shot}"
