@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from imgfeat import tracking
 from tests.trainset import trainset  # noqa: F401  (fixture)
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 STARTUP_SECONDS = 180  # a cold `mlflow ui` imports a lot; the shared test machine is slow
 
 
@@ -68,36 +68,50 @@ def mlflow_ui(store_uri: str, workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def page():
-    """A headless Chromium page (Debian's chromium, driven by Python playwright)."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no {CHROMIUM}: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
+def browser():
+    """Headless Debian chromium through selenium + chromedriver (no browser download);
+    the same shape as issue 14's shared `tests.browser.browser`, which replaces it on merge."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield browser.new_page(viewport={"width": 1600, "height": 900})
-        finally:
-            browser.close()
+    if not (CHROMIUM.is_file() and DRIVER.is_file()):
+        pytest.fail(f"{CHROMIUM} / {DRIVER} missing: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_for_text(driver, texts: tuple[str, ...], seconds: float) -> str:
+    """The page's text once it shows every one of `texts` (the UI fills in as its requests return)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d) -> str | bool:
+        text = d.find_element(By.TAG_NAME, "body").text
+        return text if all(t in text for t in texts) else False
+
+    return WebDriverWait(driver, seconds, poll_frequency=1).until(shown)
 
 
 @pytest.mark.slow
-def test_the_experiment_link_opens_on_training_runs_with_their_delta_datasets(trainset, page, tmp_path):
+def test_the_experiment_link_opens_on_training_runs_with_their_delta_datasets(trainset, browser, tmp_path):
     experiment = MlflowClient(trainset.tracking_uri).get_experiment_by_name("imgfeat")
     link = tracking.experiment_link(experiment.experiment_id)
     shot = tmp_path / "mlflow-ui.png"
+    names = (f"train efficientnet_lite0 v{trainset.trained.result.version}",
+             f"featurize efficientnet_lite0 v{trainset.featurized.version}")
     with mlflow_ui(trainset.tracking_uri, tmp_path) as base:
-        page.goto(base + link, wait_until="commit", timeout=120_000)
-        page.get_by_text(f"train efficientnet_lite0 v{trainset.trained.result.version}").first.wait_for(timeout=120_000)
-        page.get_by_text(f"featurize efficientnet_lite0 v{trainset.featurized.version}").first.wait_for(timeout=30_000)
-        page.wait_for_function(  # the Dataset column fills in last
-            "['Training', 'Featurization'].every(t => document.body.innerText.includes(t))", timeout=120_000
-        )
-        with contextlib.suppress(Exception):  # the assistant panel, when shown, hides half the table
-            page.locator("[aria-label*='Close' i]").last.click(timeout=5_000)
-        page.screenshot(path=str(shot))
-        text = page.inner_text("body")
-    # The runs table, not the GenAI overview; each run's Dataset cell: table name (digest) and context.
-    assert "/runs" in page.url and "Run Name" in text and "Dataset" in text, f"{page.url}; see {shot}"
+        browser.get(base + link)
+        # The runs table (not the GenAI overview): run names, and each run's Dataset cell,
+        # table name (digest) and context, which fills in last.
+        text = _wait_for_text(browser, ("Run Name", "Dataset", *names, "Training", "Featurization"), 240)
+        browser.save_screenshot(str(shot))
+        url = browser.current_url
+    assert "/runs" in url, f"{url}; see {shot}"
     assert text.count("embeddings (") >= 2, f"no embeddings datasets listed; see {shot}"
