@@ -10,6 +10,7 @@ code takes these objects, never dicts).
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
@@ -153,8 +154,28 @@ class TrainConfig(Section):
     )
     baselines: BaselinesConfig = BaselinesConfig()
     model_name: str | None = Field("imgfeat", description="Registered MLflow model name; None = don't register.")
+    alias: str | None = Field(
+        None,
+        description="Point this alias (e.g. champion) at the registered version; nightly: only when it beats "
+        "the aliased version on the same test split.",
+    )
     spark: SparkConfig = SparkConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("alias")
+    @classmethod
+    def _mlflow_alias(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", value) or value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value)
+        ):
+            raise ValueError(f"{value!r} is not an MLflow alias (letters, digits, _ and -; not latest, not v<number>)")
+        return value
+
+    @model_validator(mode="after")
+    def _alias_needs_a_registered_model(self) -> "TrainConfig":
+        if self.alias and not self.model_name:
+            raise ValueError(f"alias {self.alias!r} needs a registered model: set model_name")
+        return self
 
     @field_validator("featurizers", mode="before")
     @classmethod
@@ -196,7 +217,9 @@ class SelectConfig(Section):
 class ScoreConfig(Section):
     """`imgfeat score`: images (+ tabular columns) → a registered model → a Delta table of scores."""
 
-    model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, runs:/ID/model.")
+    model: str | None = Field(
+        None, description="models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, runs:/ID/model."
+    )
     input: str | None = Field(None, description="Directory, glob or URI of images (required).")
     output: str = "warehouse/scores"
     table: str | None = Field(
@@ -303,12 +326,17 @@ class MaintainConfig(Section):
     )
 
 
+#: The alias the nightly job moves to a retrained version that beats the current one.
+NIGHTLY_ALIAS = "champion"
+
+
 class NightlyConfig(Section):
     """`imgfeat nightly`: featurize what is new, retrain past a threshold, score.
 
     `train.table` and `score.table` default to `featurize.table` (and must
-    equal it), `score.input` to `featurize.input`; top-level `spark` and
-    `tracking` apply to every step that does not set its own.
+    equal it), `score.input` to `featurize.input`, `train.alias` to
+    `champion`; top-level `spark` and `tracking` apply to every step that
+    does not set its own.
     """
 
     featurize: FeaturizeConfig = FeaturizeConfig()
@@ -332,6 +360,8 @@ class NightlyConfig(Section):
                     step.setdefault(shared, data[shared])
         table = steps["featurize"].get("table", FeaturizeConfig.model_fields["table"].default)
         steps["train"].setdefault("table", table)
+        if steps["train"].get("model_name", "") is not None:
+            steps["train"].setdefault("alias", NIGHTLY_ALIAS)
         steps["score"].setdefault("table", table)
         if steps["featurize"].get("input"):
             steps["score"].setdefault("input", steps["featurize"]["input"])

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -348,6 +349,17 @@ def _exists(path: str) -> bool:
 
     fs, inner = fsspec.core.url_to_fs(path)
     return bool(fs.exists(inner))
+
+
+def row_count(spark: SparkSession, table: str, version: int) -> int | None:
+    """Rows in `version` of the table, from the log's per-file statistics (no data
+    file is read); None where the log has no row counts."""
+    if has_spark_delta(spark):  # answered from the same statistics (Delta >= 2.4)
+        return spark.read.format("delta").option("versionAsOf", version).load(table).count()
+    from deltalake import DeltaTable
+
+    counts = pa.table(DeltaTable(table, version=version).get_add_actions(flatten=True)).column("num_records")
+    return None if counts.null_count else int(pa.compute.sum(counts).as_py() or 0)
 
 
 def run_metadata(spark: SparkSession, table: str, version: int) -> dict[str, str]:

@@ -5,13 +5,14 @@ classes (brick, grass, gravel: non-overlapping tiles of real photos shipped in
 scikit-image, see `imgfeat.samples`) under `demo/photos/train/<label>/`, holds
 out more tiles of the same photos as new images in `demo/photos/new/` (plus a
 broken file and copies of three training images), then runs the same jobs as
-the CLI: featurize → train (with baselines) → register → score the new images.
+the CLI: featurize → train (with baselines) → register (alias `champion`) →
+score the new images with `models:/imgfeat-demo@champion`.
 Must not: hold pipeline logic (it calls `imgfeat.runs`, as the CLI does).
 
 Outputs: `demo/warehouse/embeddings` and `demo/warehouse/scores` (Delta),
 `mlflow.db` + `mlartifacts/` (MLflow) in the working directory. A rerun keeps
 the photos, featurizes nothing new, trains and registers a new model version
-and scores again.
+(the alias moves to it) and scores again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from imgfeat.samples import DEFAULT_CLASSES, write_labeled_photos
 
 ROOT = Path("demo")
 MODEL_NAME = "imgfeat-demo"
+ALIAS = "champion"
 TRAIN_PER_CLASS = 64
 NEW_PER_CLASS = 8
 
@@ -80,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(featurized.line(), flush=True)
     trained = train_run(
-        load_config(TrainConfig, table=str(table), overrides=[f"model_name={MODEL_NAME}"]), spark
+        load_config(TrainConfig, table=str(table), overrides=[f"model_name={MODEL_NAME}", f"alias={ALIAS}"]), spark
     )
     print("\n".join(trained.lines()), flush=True)
     scored = score_run(
         load_config(
             ScoreConfig,
-            model=f"models:/{MODEL_NAME}/{trained.model_version}",
+            model=f"models:/{MODEL_NAME}@{ALIAS}",
             input=str(new_dir),
             table=str(table),
             output=str(scores),
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         spark,
     )
     print(scored.line(), flush=True)
-    print(_new_image_accuracy(spark, str(scores), trained.model_version), flush=True)
+    print(_new_image_accuracy(spark, str(scores), scored.model_version), flush=True)
     print(
         "\n".join(
             [
@@ -102,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"embeddings table  {table} (Delta, version {featurized.version})",
                 f"scores table      {scores} (Delta, version {scored.version})",
                 f"MLflow store      sqlite:///mlflow.db, artifacts in ./mlartifacts; "
-                f"model {MODEL_NAME} version {trained.model_version}",
+                f"model {MODEL_NAME} version {trained.model_version} (alias {ALIAS})",
                 "open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
+                f"  then http://127.0.0.1:5000{_experiment_link(trained.run_id)}",
                 f"serve the model:     .venv/bin/imgfeat serve --model models:/{MODEL_NAME}/{trained.model_version}",
                 f"demo finished in {time.monotonic() - started:.0f} s",
             ]
@@ -111,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     return 0
+
+
+def _experiment_link(run_id: str | None) -> str:
+    from mlflow import MlflowClient
+
+    from imgfeat.tracking import experiment_link
+
+    return experiment_link(MlflowClient().get_run(run_id).info.experiment_id)
 
 
 def _new_image_accuracy(spark, scores: str, version: str | None) -> str:

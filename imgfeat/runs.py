@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable, Sequence
+from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -130,36 +130,48 @@ def featurize_run(
     sources.check_input(cfg.input, cfg.read.extensions)
     delta.check_writable(cfg.table)
     spec = featurizer_spec(cfg)
-    with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}) as tracked:
+    with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
+        spark = spark or get_spark(cfg.spark)
         summary = _featurize(cfg, spec, spark, run_id or tracked)
         if tracked:
-            tracking.log_params(dump_config(cfg))
-            tracking.set_tags(
-                {
-                    "featurizer": summary.featurizer,
-                    "featurizer_fingerprint": summary.fingerprint,
-                    "table_version": str(summary.version),
-                    "counts": summary.counts,
-                }
-            )
-            tracking.log_metrics(
-                {
-                    "listed": summary.listed,
-                    "skipped": summary.skipped,
-                    "featurized": summary.featurized,
-                    "seconds": summary.seconds,
-                    "images_per_second": summary.images_per_second,
-                    **({"table_version": summary.version} if summary.version is not None else {}),
-                    **{f"count_{k}": v for k, v in summary.counts.items()},
-                }
-            )
+            _track_featurize(cfg, spark, summary)
     return summary
 
 
+def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: FeaturizeSummary) -> None:
+    """Log a featurize run: config, lineage tags, counts, and the table version it left
+    as its dataset (context `featurization`)."""
+    tracking.log_params(dump_config(cfg))
+    tracking.set_tags(
+        {
+            "featurizer": summary.featurizer,
+            "featurizer_fingerprint": summary.fingerprint,
+            "table_version": str(summary.version),
+            "counts": summary.counts,
+        }
+    )
+    tracking.log_metrics(
+        {
+            "listed": summary.listed,
+            "skipped": summary.skipped,
+            "featurized": summary.featurized,
+            "seconds": summary.seconds,
+            "images_per_second": summary.images_per_second,
+            **({"table_version": summary.version} if summary.version is not None else {}),
+            **{f"count_{k}": v for k, v in summary.counts.items()},
+        }
+    )
+    if summary.version is not None:
+        tracking.name_run(f"featurize {summary.featurizer} v{summary.version}")
+        tracking.log_table_input(
+            cfg.table, summary.version, "featurization", rows=delta.row_count(spark, cfg.table, summary.version),
+            schema=delta.EMBEDDINGS.spark_schema,
+        )
+
+
 def _featurize(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession | None, run_id: str | None
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession, run_id: str | None
 ) -> FeaturizeSummary:
-    spark = spark or get_spark(cfg.spark)
     run_id = run_id or uuid.uuid4().hex
     started = time.monotonic()
     for dead in delta.remove_stale_staging(cfg.table):
@@ -266,6 +278,7 @@ class TrainSummary:
     model_uri: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    alias: str | None = None  # set on model_version by this run
 
     def lines(self) -> list[str]:
         r = self.result
@@ -279,11 +292,54 @@ class TrainSummary:
         where = f"model {self.model_name} version {self.model_version}" if self.model_version else (
             f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
         )
+        where += f" (alias {self.alias})" if self.alias else ""
         return [head, *r.lines(), f"{where}; MLflow run {self.run_id}"]
+
+    @property
+    def headline(self) -> tuple[str, float]:
+        """The metric models are compared by (higher is better) and this model's test value."""
+        name = PRIMARY_METRIC[self.result.features.task]
+        return f"test_{name}", self.result.metrics["xgboost"][name]
+
+    def version_description(self, metrics: Mapping[str, float]) -> str:
+        """The registered version's description (Markdown): what it reads, what it predicts,
+        how it scored (`metrics`: what the run logged, test and CV keys alike)."""
+        r, f = self.result, self.result.features
+        featurizers = ", ".join(f"{s.name} (fingerprint {s.fingerprint[:12]})" for s in f.featurizers)
+        target = f"classes {', '.join(f.classes)}" if f.task == "classification" else "a value"
+        columns = f"; tabular columns {', '.join(f.columns)}" if f.columns else ""
+        lines = [
+            f"XGBoost {f.task} of images: raw image in, {target} out{columns}.",
+            "",
+            f"- featurizers: {featurizers}",
+            f"- trained on: `{r.table}`, Delta version {r.version}; labels from {r.labels_source}",
+            f"- rows: {', '.join(f'{k} {v}' for k, v in sorted(r.counts.items()))}",
+        ]
+        for kind, label in (("test", "test metrics"), ("cv", "cross-validation")):
+            found = {k: v for k, v in sorted(metrics.items()) if f".{kind}_" in k}
+            if found:
+                lines.append(f"- {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()))
+        if r.warning:
+            lines.append(f"- WARNING: {r.warning}")
+        return "\n".join(lines)
+
+    def version_tags(self) -> dict[str, str]:
+        """The registered version's `imgfeat.` tags (lineage, task, headline metric)."""
+        f = self.result.features
+        name, value = self.headline
+        return {
+            "embeddings_table": self.result.table,
+            "embeddings_version": str(self.result.version),
+            "featurizers": json.dumps([s.name for s in f.featurizers]),
+            "featurizer_fingerprints": json.dumps([s.fingerprint for s in f.featurizers]),
+            "task": f.task,
+            name: f"{value:.4f}",
+        }
 
 
 def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSummary:
-    """Train on the embeddings table; with tracking on, log the run and register the model."""
+    """Train on the embeddings table; with tracking on, log the run and register the model
+    (described, tagged, and given `cfg.alias` if set)."""
     from imgfeat import scoring  # imports mlflow: only train and score pay for it
 
     if not delta.may_exist(cfg.table):  # before Spark starts
@@ -291,39 +347,68 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
     cfg, chosen_by = auto_featurizers(cfg)
     use_store_for(cfg.featurizers, cfg.tracking)
     spark = spark or get_spark(cfg.spark)
-    with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}) as run_id:
+    names = "+".join(f.name for f in cfg.featurizers)
+    with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}, name=f"train {names}") as run_id:
         result = train_model(spark, cfg)
         summary = TrainSummary(result, run_id)
         if run_id:
             if chosen_by:
                 tracking.set_tags({"featurizers_chosen_by": chosen_by})
-            tracking.log_params({**dump_config(cfg), "xgboost": result.params})
-            tracking.set_tags(
-                {
-                    "embeddings_version": str(result.version),
-                    "featurizers": [f.name for f in result.features.featurizers],
-                    "featurizer_fingerprints": [f.fingerprint for f in result.features.featurizers],
-                    "labels_source": result.labels_source,
-                    "task": result.features.task,
-                    **({"leakage_warning": result.warning} if result.warning else {}),
-                }
-            )
-            tracking.log_metrics(
-                {
-                    **{f"{model}.test_{k}": v for model, scores in result.metrics.items() for k, v in scores.items()},
-                    **cv_metrics(result),
-                    **{f"rows_{k}": v for k, v in result.counts.items()},
-                    "best_iteration": result.best_iteration,
-                    "rounds": result.rounds,
-                    "fold_seconds": result.fold_seconds,
-                }
-            )
-            for model, scores in result.scores.items():  # one step per fold
-                for i, fold in enumerate(scores.folds):
-                    tracking.log_metrics({f"{model}.fold_{k}": v for k, v in fold.items()}, step=i)
+            metrics = _track_train(cfg, result)
             logged = scoring.log_model(result, cfg.model_name)
             summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
+            if logged.name and logged.version:
+                tracking.describe_version(
+                    logged.name, logged.version, summary.version_description(metrics), summary.version_tags()
+                )
+                if cfg.alias:
+                    tracking.set_alias(logged.name, cfg.alias, logged.version)
+                    summary.alias = cfg.alias
     return summary
+
+
+def _track_train(cfg: TrainConfig, result: TrainResult) -> dict[str, float]:
+    """Log a train run: config, lineage tags, metrics (returned), and the table version
+    it read as its datasets: the rows it fitted on (`training`) and the held-out
+    `test` split."""
+    tracking.name_run(f"train {'+'.join(f.name for f in result.features.featurizers)} v{result.version}")
+    tracking.log_params({**dump_config(cfg), "xgboost": result.params})
+    tracking.set_tags(
+        {
+            "embeddings_version": str(result.version),
+            "featurizers": [f.name for f in result.features.featurizers],
+            "featurizer_fingerprints": [f.fingerprint for f in result.features.featurizers],
+            "labels_source": result.labels_source,
+            "task": result.features.task,
+            **({"leakage_warning": result.warning} if result.warning else {}),
+        }
+    )
+    metrics = {
+        **{f"{model}.test_{k}": v for model, scores in result.metrics.items() for k, v in scores.items()},
+        **cv_metrics(result),
+        **{f"rows_{k}": v for k, v in result.counts.items()},
+        "best_iteration": result.best_iteration,
+        "rounds": result.rounds,
+        "fold_seconds": result.fold_seconds,
+    }
+    tracking.log_metrics(metrics)
+    for model, scores in result.scores.items():  # one step per fold
+        for i, fold in enumerate(scores.folds):
+            tracking.log_metrics({f"{model}.fold_{k}": v for k, v in fold.items()}, step=i)
+    rows = {
+        "training": sum(n for split, n in result.counts.items() if split != "test"),
+        "test": result.counts.get("test", 0),
+    }
+    split = json.dumps(
+        {"split": dump_config(cfg.split), "labels": dump_config(cfg.labels),
+         "featurizers": [f.fingerprint for f in result.features.featurizers]},
+        sort_keys=True,
+    )
+    for context, n in rows.items():
+        tracking.log_table_input(
+            cfg.table, result.version, context, rows=n, schema=delta.EMBEDDINGS.spark_schema, subset=f"{context} {split}"
+        )
+    return metrics
 
 
 def cv_metrics(result: TrainResult) -> dict[str, float]:
@@ -523,7 +608,9 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
     """Score the images under `cfg.input` with a registered model into `cfg.output`, as one commit.
 
     With tracking on, the run is an MLflow run (job `score`) whose id is the
-    `run_id` in the scores table, tagged with the model and the output version.
+    `run_id` in the scores table, tagged with the model (as asked, and the
+    version an alias or `latest` resolved to), with the scores table version
+    it wrote as its dataset (context `scoring`).
     """
     if not cfg.model:
         raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
@@ -535,9 +622,16 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
 
     tracking.use_store(cfg.tracking)
     model = scoring.resolve_model(cfg.model)
-    with tracking.run(cfg.tracking, "score", {"scores_table": cfg.output}) as tracked:
-        summary = _score(cfg, model, spark or get_spark(cfg.spark), tracked or uuid.uuid4().hex)
+    name = f"score {model.name}/{model.version}" if model.version else "score"
+    with tracking.run(cfg.tracking, "score", {"scores_table": cfg.output}, name=name) as tracked:
+        spark = spark or get_spark(cfg.spark)
+        summary = _score(cfg, model, spark, tracked or uuid.uuid4().hex)
         if tracked:
+            if summary.version is not None:
+                tracking.log_table_input(
+                    cfg.output, summary.version, "scoring", rows=delta.row_count(spark, cfg.output, summary.version),
+                    schema=scoring.SCORES.spark_schema,
+                )
             tracking.log_params(dump_config(cfg))
             tracking.set_tags(
                 {
@@ -804,6 +898,7 @@ class NightlySummary:
     new_rows: int | None = None  # ok rows committed since the last nightly training
     retrained: str | None = None  # why it retrained; None = it did not
     train: TrainSummary | None = None
+    promotion: str | None = None  # what became of train.alias after retraining, as a sentence
     score: ScoreSummary | None = None
     skipped: dict[str, str] = field(default_factory=dict)  # step → why it did nothing
 
@@ -812,6 +907,7 @@ class NightlySummary:
         out += [self.maintain.line()] if self.maintain else []
         if self.train:
             out += [f"nightly: retraining: {self.retrained}", *self.train.lines()]
+        out += [f"nightly: {self.promotion}"] if self.promotion else []
         out += [self.score.line()] if self.score else []
         return out + [f"nightly: {step} skipped: {why}" for step, why in self.skipped.items()]
 
@@ -826,6 +922,7 @@ class NightlySummary:
             "retrained": self.retrained,
             "model": self.train and self.train.model_uri,
             "model_version": self.train and self.train.model_version,
+            "promotion": self.promotion,
             "score": asdict(self.score) if self.score else None,
             "skipped": self.skipped,
         }
@@ -840,6 +937,9 @@ def nightly_run(
     Safe to re-run: featurize skips unchanged files, train runs only past the
     threshold, score only when the model or the table changed since the last
     nightly score. Raises `ConflictError` while another run holds the lock.
+    With tracking on, the steps' runs are nested under one `nightly` run. A
+    retrained version takes `train.alias` only if it beats the version holding
+    it on the same test split; score uses the version holding the alias.
     """
     steps = tuple(s for s in NIGHTLY_STEPS if s in steps)
     if "train" in steps and not (cfg.train.tracking.enabled and cfg.train.model_name):
@@ -849,14 +949,17 @@ def nightly_run(
     command = f"imgfeat nightly --step {' --step '.join(steps)}"
     with nightly.table_lock(table, summary.run_id, command, cfg.lock.stale_after_hours):
         spark = spark or get_spark(cfg.spark)
-        state = nightly.read_state(table)
-        if "featurize" in steps:
-            summary.featurize = featurize_run(cfg.featurize, spark)
-            summary.maintain = _nightly_maintain(cfg, spark, summary.featurize.featurizer)
-        if "train" in steps:
-            state = _nightly_train(cfg, spark, state, summary)
-        if "score" in steps:
-            _nightly_score(cfg, spark, state, summary)
+        with tracking.run(cfg.tracking, "nightly", {"table": table}, name=f"nightly {Path(table).name}") as parent:
+            state = nightly.read_state(table)
+            if "featurize" in steps:
+                summary.featurize = featurize_run(cfg.featurize, spark)
+                summary.maintain = _nightly_maintain(cfg, spark, summary.featurize.featurizer)
+            if "train" in steps:
+                state = _nightly_train(cfg, spark, state, summary)
+            if "score" in steps:
+                _nightly_score(cfg, spark, state, summary)
+            if parent:
+                tracking.log_dict(summary.as_dict(), "nightly.json")
     return summary
 
 
@@ -882,7 +985,9 @@ def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary
             f"(retrain.min_new_rows {cfg.retrain.min_new_rows}, min_new_fraction {cfg.retrain.min_new_fraction})"
         )
         return state
-    summary.train = train_run(cfg.train, spark)
+    summary.train = train_run(cfg.train.model_copy(update={"alias": None}), spark)
+    if cfg.train.alias:
+        summary.promotion = _promote(cfg.train, spark, summary.train)
     r = summary.train.result
     model = f"models:/{summary.train.model_name}/{summary.train.model_version}"
     return nightly.write_state(
@@ -890,14 +995,61 @@ def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary
     )
 
 
+def _promote(cfg: TrainConfig, spark: SparkSession, trained: TrainSummary) -> str:
+    """Move `cfg.alias` to the version just trained if no version holds it, or if it beats
+    the one holding it on the same test split (its own: same table version, same split
+    rule); returns what happened, as a sentence."""
+    from imgfeat import scoring
+    from imgfeat.train import evaluate_on_test_split
+
+    name, alias, new, r = trained.model_name, cfg.alias, trained.model_version, trained.result
+    assert name and alias and new
+    current = tracking.aliased_version(name, alias)
+    if current is None:
+        tracking.set_alias(name, alias, new)
+        trained.alias = alias
+        return f"alias {alias} set on version {new}: no version held it"
+    metric, value = trained.headline
+    try:
+        held = scoring.resolve_model(f"models:/{name}/{current}")
+        features = scoring.model_features(held.local_dir)
+        if (features.task, features.classes) != (r.features.task, r.features.classes):
+            raise InputError(f"it predicts {features.task} {list(features.classes)}")
+        scores, n = evaluate_on_test_split(spark, cfg, r.version, features, scoring.model_booster(held.local_dir))
+        if n != r.counts.get("test"):
+            raise InputError(f"it has ok embeddings for {n} of the {r.counts.get('test')} test images")
+    except InputError as exc:
+        return f"alias {alias} stays on version {current}: it cannot be scored on version {new}'s test split ({exc})"
+    old = scores[metric.removeprefix("test_")]
+    versus = f"{metric} {value:.4f} vs {old:.4f} on the same test split ({n} images of {r.table} version {r.version})"
+    if value > old:
+        tracking.set_alias(name, alias, new)
+        trained.alias = alias
+        return f"alias {alias} moved from version {current} to version {new}: {versus}"
+    return f"alias {alias} stays on version {current}: version {new} does not beat it: {versus}"
+
+
+def _nightly_model(cfg: NightlyConfig, trained: nightly.Trained | None) -> tuple[str, str] | None:
+    """(what to score with, the concrete models:/NAME/VERSION it is now): the version
+    holding `train.alias`, else the last version the nightly job trained; None if none."""
+    name, alias = cfg.train.model_name, cfg.train.alias
+    if name and alias and cfg.train.tracking.enabled:
+        tracking.use_store(cfg.train.tracking)
+        version = tracking.aliased_version(name, alias)
+        if version is not None:
+            return f"models:/{name}@{alias}", f"models:/{name}/{version}"
+    return (trained.model, trained.model) if trained else None
+
+
 def _nightly_score(cfg: NightlyConfig, spark: SparkSession, state: dict, summary: NightlySummary) -> None:
     trained = nightly.last_trained(state)
-    model = cfg.score.model or (trained.model if trained else None)
-    if not model:
+    chosen = (cfg.score.model, cfg.score.model) if cfg.score.model else _nightly_model(cfg, trained)
+    if chosen is None:
         raise InputError("nightly score: no model yet; run the train step first or set score.model")
-    now = nightly.Scored(model, delta.table_version(spark, summary.table))
+    model, concrete = chosen
+    now = nightly.Scored(concrete, delta.table_version(spark, summary.table))
     if nightly.last_scored(state) == now:
-        summary.skipped["score"] = f"already scored table version {now.table_version} with {model}"
+        summary.skipped["score"] = f"already scored table version {now.table_version} with {concrete}"
         return
     summary.score = score_run(cfg.score.model_copy(update={"model": model}), spark)
     nightly.write_state(summary.table, state, scored=now)

@@ -53,7 +53,7 @@ from imgfeat.featurizers.featurizer import ProjectedFeaturizer
 from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.progress import Reporter
 from imgfeat.sources import read_bytes
-from imgfeat.train import FeatureSpec, TrainResult
+from imgfeat.train import FeatureSpec, TrainResult, predict_output
 
 #: The file of this package logged as the model's code ("models from code"): it names `ImageModel`.
 MODEL_CODE = "model_code.py"
@@ -172,17 +172,14 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         return out
 
     def _predict_into(self, out: pd.DataFrame, rows: list[int], x: np.ndarray) -> None:
-        import xgboost
-
-        raw = self.booster.predict(xgboost.DMatrix(x, missing=np.nan))
+        predicted = predict_output(self.booster, x, self.features.task)
         if self.features.task == "regression":
-            out.loc[rows, "prediction"] = raw.astype(np.float64)
+            out.loc[rows, "prediction"] = predicted
             return
-        proba = raw if raw.ndim == 2 else np.stack([1.0 - raw, raw], axis=1)
-        index = proba.argmax(axis=1)
+        index = predicted.argmax(axis=1)
         out.loc[rows, "prediction"] = index.astype(np.float64)
         out.loc[rows, "predicted_class"] = [self.features.classes[k] for k in index]
-        for r, p in zip(rows, proba.astype(np.float64)):
+        for r, p in zip(rows, predicted.astype(np.float64)):
             out.at[r, "probabilities"] = p.tolist()
 
 
@@ -361,12 +358,25 @@ def resolve_model(uri: str) -> ResolvedModel:
 
 def model_features(local_dir: str) -> FeatureSpec:
     """The `FeatureSpec` of a downloaded model, read without loading its networks."""
+    return FeatureSpec.from_json(Path(_artifact_file(local_dir, FEATURES_ARTIFACT)).read_text())
+
+
+def model_booster(local_dir: str) -> Any:  # -> xgboost.Booster
+    """The booster of a downloaded model, loaded without its networks."""
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(_artifact_file(local_dir, BOOSTER_ARTIFACT))
+    return booster
+
+
+def _artifact_file(local_dir: str, name: str) -> str:
     from mlflow.models import Model
 
     artifacts = Model.load(local_dir).flavors.get("python_function", {}).get("artifacts") or {}
-    if FEATURES_ARTIFACT not in artifacts:
-        raise InputError(f"{local_dir} is not an imgfeat image model (no {FEATURES_ARTIFACT!r} artifact)")
-    return FeatureSpec.from_json(Path(local_dir, artifacts[FEATURES_ARTIFACT]["path"]).read_text())
+    if name not in artifacts:
+        raise InputError(f"{local_dir} is not an imgfeat image model (no {name!r} artifact)")
+    return str(Path(local_dir, artifacts[name]["path"]))
 
 
 def load_image_model(local_dir: str) -> ImageModel:

@@ -567,6 +567,44 @@ def xgboost_cv(
     return cv.Scores(fold_scores, test), final, rounds
 
 
+def predict_output(booster: Any, x: np.ndarray, task: str) -> np.ndarray:
+    """A booster's output for the feature rows `x`: values (regression), or (n, classes)
+    probabilities (a binary booster's single column is P(class 1))."""
+    import xgboost
+
+    raw = booster.predict(xgboost.DMatrix(x, missing=np.nan))
+    if task == "regression":
+        return raw.astype(np.float64)
+    return raw if raw.ndim == 2 else np.stack([1.0 - raw, raw], axis=1)
+
+
+def evaluate_on_test_split(
+    spark: SparkSession, cfg: TrainConfig, version: int, features: FeatureSpec, booster: Any
+) -> tuple[dict[str, float], int]:
+    """Held-out metrics (and row count) of a trained model, given as its `FeatureSpec`
+    and booster (e.g. a registered champion), on the test split `cfg` draws from
+    `cfg.table` at `version`: how an older model does on a new model's test rows.
+
+    Raises `InputError` when the model cannot be scored there (its featurizers
+    have no rows in the table, or it needs columns `cfg.labels` does not give).
+    """
+    missing = [c for c in features.columns if c not in (*cfg.labels.numeric, *cfg.labels.categorical)]
+    if missing:
+        raise InputError(f"the model needs column(s) {', '.join(missing)} that labels does not provide")
+    names = [s.name for s in features.featurizers]
+    rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), features.featurizers, cfg.table)
+    test = with_target(with_labels(spark, rows, cfg.labels), features.task, features.classes, cfg.split, cfg.labels)
+    data = with_features(test.where(F.col(_SPLIT) == "test"), features, [f"emb_{i}" for i in range(len(names))])
+    frame = data.select(_LABEL, _FEATURES).toPandas()
+    if frame.empty:
+        raise InputError(f"no test rows in {cfg.table} version {version}")
+    y = frame[_LABEL].to_numpy()
+    out = predict_output(booster, np.stack(frame[_FEATURES].to_numpy()), features.task)
+    if features.task == "regression":
+        return cv.regression_metrics(y, out), len(frame)
+    return cv.classification_metrics(y.astype(int), out, len(features.classes)), len(frame)
+
+
 def _linear_baseline(
     data: DataFrame, task: str, classes: Sequence[str], cfg: TrainConfig, parallel: int
 ) -> cv.Scores:

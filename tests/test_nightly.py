@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 from PIL import Image
 
 from imgfeat import nightly
@@ -42,8 +43,6 @@ def _nightly_argv(tmp: Path, images: Path, *sets: str) -> list[str]:
 
 
 def _versions(model_name: str, uri: str) -> list[str]:
-    from mlflow import MlflowClient
-
     return sorted(str(v.version) for v in MlflowClient(uri, uri).search_model_versions(f"name = '{model_name}'"))
 
 
@@ -60,6 +59,16 @@ def test_nightly_twice_adds_nothing_and_new_rows_below_threshold_do_not_retrain(
     assert first.retrained == "no model trained by the nightly job yet" and first.train is not None
     assert first.score.counts == {"ok": n} and first.score.model_version == first.train.model_version
     assert _versions("imgfeat", db) == [first.train.model_version]
+    # One parent run holds the three steps' runs; the first version takes the alias; score uses it.
+    client = MlflowClient(db, db)
+    parents = {client.get_run(s.run_id).data.tags.get("mlflow.parentRunId")
+               for s in (first.featurize, first.train, first.score)}
+    assert len(parents) == 1 and None not in parents
+    parent = client.get_run(parents.pop())
+    assert parent.info.run_name == "nightly emb" and parent.data.tags["imgfeat.job"] == "nightly"
+    assert first.promotion == f"alias champion set on version {first.train.model_version}: no version held it"
+    assert client.get_registered_model("imgfeat").aliases == {"champion": int(first.train.model_version)}
+    assert client.get_run(first.score.run_id).data.tags["imgfeat.model"] == "models:/imgfeat@champion"
     emb_version = DeltaTable(str(tmp_path / "emb")).version()
     scores_version = DeltaTable(str(tmp_path / "scores")).version()
 

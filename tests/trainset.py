@@ -4,8 +4,8 @@ session, shared by test_train, test_tracking and test_scoring.
 Three texture classes (brick, grass, gravel; non-overlapping tiles of real photos,
 see `imgfeat.samples`), 24 images each, embedded with the offline
 efficientnet_lite0 weights into a Delta table (one featurize run, tracked), then
-one tracked train run with both baselines that registers `MODEL_NAME` version 1,
-all in a temporary MLflow SQLite store.
+one tracked train run with both baselines that registers `MODEL_NAME` version 1
+with the alias `ALIAS`, all in a temporary MLflow SQLite store.
 
 The fixture is imported by several test modules; pytest would build a
 session fixture once per importing module, so the build is cached here.
@@ -23,6 +23,7 @@ from imgfeat.runs import FeaturizeSummary, TrainSummary, featurize_run, train_ru
 from imgfeat.samples import write_labeled_photos
 
 MODEL_NAME = "textures"
+ALIAS = "champion"
 PER_CLASS = 24
 CLASSES = ("brick", "grass", "gravel")
 
@@ -54,7 +55,7 @@ def _build(spark, root: Path) -> TrainSet:
         load_config(FeaturizeConfig, overrides=[f"tracking.uri={uri}"], input=str(photos), table=table), spark
     )
     trained = train_run(
-        load_config(TrainConfig, overrides=[f"tracking.uri={uri}", f"model_name={MODEL_NAME}"], table=table),
+        load_config(TrainConfig, overrides=[f"tracking.uri={uri}", f"model_name={MODEL_NAME}", f"alias={ALIAS}"], table=table),
         spark,
     )
     return TrainSet(photos, table, uri, featurized, trained)

@@ -1,0 +1,117 @@
+"""The MLflow UI in a real browser (headless Chromium), on a store the pipeline wrote:
+the link imgfeat prints opens the experiment on its training runs, named, with
+their Delta datasets.
+
+The server is `mlflow ui` from the venv on a free loopback port, stopped
+(its whole process group) when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from mlflow import MlflowClient
+
+from imgfeat import tracking
+from tests.trainset import trainset  # noqa: F401  (fixture)
+
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+STARTUP_SECONDS = 180  # a cold `mlflow ui` imports a lot; the shared test machine is slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_ui(store_uri: str, workdir: Path) -> Iterator[str]:
+    """`mlflow ui` on `store_uri` at a free 127.0.0.1 port; yields its base URL."""
+    port = _free_port()
+    log = open(workdir / "mlflow-ui.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert server.poll() is None, f"mlflow ui exited: {(workdir / 'mlflow-ui.log').read_text()[-2000:]}"
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            assert time.monotonic() < deadline, "mlflow ui did not answer /health in time"
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def browser():
+    """Headless Debian chromium through selenium + chromedriver (no browser download);
+    the same shape as issue 14's shared `tests.browser.browser`, which replaces it on merge."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.is_file() and DRIVER.is_file()):
+        pytest.fail(f"{CHROMIUM} / {DRIVER} missing: apt-get install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_for_text(driver, texts: tuple[str, ...], seconds: float) -> str:
+    """The page's text once it shows every one of `texts` (the UI fills in as its requests return)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def shown(d) -> str | bool:
+        text = d.find_element(By.TAG_NAME, "body").text
+        return text if all(t in text for t in texts) else False
+
+    return WebDriverWait(driver, seconds, poll_frequency=1).until(shown)
+
+
+@pytest.mark.slow
+def test_the_experiment_link_opens_on_training_runs_with_their_delta_datasets(trainset, browser, tmp_path):
+    experiment = MlflowClient(trainset.tracking_uri).get_experiment_by_name("imgfeat")
+    link = tracking.experiment_link(experiment.experiment_id)
+    shot = tmp_path / "mlflow-ui.png"
+    names = (f"train efficientnet_lite0 v{trainset.trained.result.version}",
+             f"featurize efficientnet_lite0 v{trainset.featurized.version}")
+    with mlflow_ui(trainset.tracking_uri, tmp_path) as base:
+        browser.get(base + link)
+        # The runs table (not the GenAI overview): run names, and each run's Dataset cell,
+        # table name (digest) and context, which fills in last.
+        text = _wait_for_text(browser, ("Run Name", "Dataset", *names, "Training", "Featurization"), 240)
+        browser.save_screenshot(str(shot))
+        url = browser.current_url
+    assert "/runs" in url, f"{url}; see {shot}"
+    assert text.count("embeddings (") >= 2, f"no embeddings datasets listed; see {shot}"
