@@ -209,10 +209,10 @@ def prefer_graph() -> bool:
     has no CUDA device (`auto` keeps torch on GPUs). Without torch, always."""
     if find_spec("onnxruntime") is None:
         return False
-    if find_spec("torch") is None:
+    try:
+        import torch
+    except ImportError:
         return True
-    import torch
-
     return not torch.cuda.is_available()
 
 
