@@ -1,10 +1,12 @@
 """Batch featurization inside Spark workers.
 
-Owns: the per-worker model cache, the pipeline that turns a stream of files
+Owns: the per-worker model cache (a torch model, or an ONNX Runtime session
+over a graph shipped as a file), the pipeline that turns a stream of files
 (or of image bytes) into embedding rows — read, hash, decode and prepare in a
 thread pool while the model runs on the previous batch — and the Spark plan
 (`mapInPandas`, iterator form) that runs it. Must not: list files, write
-tables or know about tracking.
+tables, know about tracking, or import torch at module level (workers that run
+ONNX graphs have none).
 
 Every input row yields exactly one output row: failures are rows with a
 `status` and an `error`, never exceptions and never gaps.
