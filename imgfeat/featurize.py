@@ -111,9 +111,12 @@ def worker_featurizer(spec: FeaturizerSpec, opts: WorkerOptions, on_load: Callab
 def ship_graph(spark: SparkSession, path: str) -> str:
     """Send a graph file to every executor (`SparkContext.addFile`, a file, never a
     pickled object); returns the name `WorkerOptions.graph` takes. The file's name
-    carries its sha256, so a changed graph is never mistaken for a shipped one."""
-    spark.sparkContext.addFile(path)
-    return os.path.basename(path)
+    carries its sha256, so a changed graph is never mistaken for a shipped one; a
+    graph this session already ships is not added again."""
+    name = os.path.basename(path)
+    if not any(shipped.rsplit("/", 1)[-1] == name for shipped in spark.sparkContext.listFiles):
+        spark.sparkContext.addFile(path)
+    return name
 
 
 def shipped_file(name: str) -> str:
