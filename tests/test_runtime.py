@@ -34,6 +34,11 @@ from tests.test_featurizers import SLOW
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORKS = [e for e in ENTRIES if e.arch != GRAYSCALE_ARCH]
+#: Networks whose exported graph does not match torch within 1e-4 (absolute) on the photos with
+#: seeded random weights, so it is refused and `auto` runs them on torch. Measured max abs diff:
+#: efficientnetv2_s 5.3e+01, inception_v3 2.0e+05 (random-init activations are huge there; whether
+#: real weights pass is not known: they are not available offline).
+REFUSED = {"efficientnetv2_s", "inception_v3"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,6 +63,10 @@ def _weights(entry) -> str:
 )
 def test_exported_graph_matches_torch_on_real_photos(entry, tmp_path):
     spec = _spec(entry.name, _weights(entry))
+    if entry.name in REFUSED:
+        with pytest.raises(RuntimeUnavailable, match="differs from torch"):
+            cached_graph(spec, real_photos(), tmp_path)
+        return
     graph = cached_graph(spec, real_photos(), tmp_path)
     assert graph.images == len(PHOTOS) and graph.max_abs_diff <= 1e-4
 
