@@ -3,7 +3,8 @@
 Owns: the cached benchmark photos (`<out>/photos-n<N>-s<seed>`), the baselines
 (a tuned single-process PyTorch loop, the naive per-batch pandas UDF others
 ship, `pyspark.ml.functions.predict_batch_udf`), the stage micro-benchmarks
-(decode, model), the incremental rerun, sampling the workers' memory, and
+(decode, model: torch and ONNX Runtime), the Spark job with each runtime, the
+incremental rerun, sampling the workers' memory, and
 printing every figure as one `name: value` line, ending with
 `spark/loop ratio: X`. Must not: change how the job runs (it calls
 `runs.featurize_run` exactly as the CLI does) or be imported by library code.
@@ -39,11 +40,12 @@ from imgfeat.decode import decode_image
 from imgfeat.errors import ConfigError
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.backbone import build_network
-from imgfeat.runs import featurize_run, featurizer_spec
+from imgfeat.featurizers.runtime import Graph, RuntimeUnavailable, cached_graph, load_graph_featurizer
+from imgfeat.runs import featurize_run, featurizer_spec, verification_photos
 from imgfeat.samples import write_bench_photos
 
 #: Stages that `--skip` can leave out (the Spark job is what the ratios need).
-STAGES = ("decode", "model", "loop", "spark", "naive", "udf")
+STAGES = ("decode", "model", "startup", "loop", "spark", "naive", "udf")
 _MIB = 1024 * 1024
 
 
@@ -115,8 +117,11 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
 
     if "decode" not in opts.skip:
         decode_figures(report, photos[: opts.decode_sample], spec)
+    graph = exported_graph(report, spec, photos, cfg.featurizer.onnx_cache)
     if "model" not in opts.skip:
-        model_figures(report, photos[: opts.loop_batch], spec, opts.loop_batch, opts.compile)
+        model_figures(report, photos[: opts.loop_batch], spec, opts.loop_batch, opts.compile, graph)
+    if "startup" not in opts.skip:
+        startup_figures(report, spec, graph)
 
     sampler = RssSampler()
     with sampler:
@@ -160,6 +165,10 @@ def _ratios(report: Report) -> None:
     """The headline ratios, `spark/loop ratio` last (warm workers vs a loaded model)."""
     f = report.figures
     pairs = (
+        ("spark onnxruntime/torch ratio", "spark job onnxruntime img/s", "spark job torch img/s"),
+        ("spark onnxruntime/loop ratio", "spark job onnxruntime img/s", "loop img/s"),
+        ("spark onnxruntime/model onnxruntime ratio", "spark job onnxruntime img/s", "model onnxruntime img/s"),
+        ("spark torch/model bn-folded ratio", "spark job torch img/s", "model bn-folded img/s"),
         ("spark/naive ratio", "spark job img/s", "naive udf img/s"),
         ("spark/predict_batch_udf ratio", "spark job img/s", "predict_batch_udf img/s"),
         ("spark/loop ratio, cold (worker start vs model load included)", "spark job cold img/s",
@@ -222,12 +231,32 @@ def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) 
     report.add("decode draft/full ratio", draft / full, "{:.2f}")
 
 
-def model_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec, batch: int, compile: bool) -> None:
+def exported_graph(report: Report, spec: FeaturizerSpec, photos: Sequence[Path], onnx_cache: str) -> Graph | None:
+    """The featurizer's verified ONNX graph (exported once, then cached), as the Spark job uses it."""
+    try:
+        graph, seconds = _timed(lambda: cached_graph(
+            dataclasses.replace(spec, fold_bn=True), verification_photos([str(p) for p in photos[:4]]), onnx_cache
+        ))
+    except RuntimeUnavailable as exc:
+        report.add("onnx graph", f"unavailable: {exc}")
+        return None
+    report.add("onnx graph", f"{Path(graph.path).name}, {os.path.getsize(graph.path) / _MIB:.1f} MiB, "
+                             f"max abs diff {graph.max_abs_diff:.1e} vs torch on {graph.images} photos")
+    report.add("onnx graph ready s (export + check, or cache hit)", seconds, "{:.1f}")
+    return graph
+
+
+def model_figures(
+    report: Report, paths: Sequence[Path], spec: FeaturizerSpec, batch: int, compile: bool, graph: Graph | None
+) -> None:
     """Model alone on one prepared batch, torch threads = cores, best of 3 timed passes.
 
     eager: NCHW, BatchNorm unfolded; channels_last: the same network in
-    channels_last memory; bn-folded: what workers run (channels_last + folded
-    BatchNorm). The folded embeddings must equal eager's within 1e-4.
+    channels_last memory; bn-folded: what torch workers run (channels_last +
+    folded BatchNorm); onnxruntime: the exported graph (uint8 pixels in, so
+    normalization included) in an ONNX Runtime session with `cores` threads,
+    what workers run under `runtime: onnxruntime` / CPU `auto`. The folded and
+    ONNX embeddings must equal eager's within 1e-4.
     """
     torch.set_num_threads(cores())
     plain = load_featurizer(dataclasses.replace(spec, fold_bn=False))
@@ -248,6 +277,13 @@ def model_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec, b
     report.add("model bn-folded/eager ratio", rates["bn-folded"] / rates["eager"], "{:.2f}")
     report.add("model bn-folded/channels_last ratio", rates["bn-folded"] / rates["channels_last"], "{:.2f}")
     report.add("model bn-folded max abs diff", diff, "{:.2e}")
+    if graph is not None:
+        onnx = load_graph_featurizer(spec, graph.path, cores())
+        rate = _rate(lambda: onnx.embed(pixels), len(pixels), reps=3)
+        report.add("model onnxruntime img/s", rate, "{:.1f}")
+        report.add("model onnxruntime/torch ratio", rate / rates["bn-folded"], "{:.2f}")
+        report.add("model onnxruntime max abs diff", float(np.abs(onnx.embed(pixels) - plain.embed(pixels)).max()),
+                   "{:.2e}")
     if compile:
         compiled, seconds = _timed(lambda: _compiled(folded.network, x_cl))
         report.add("model torch.compile s to compile", seconds, "{:.0f}")
@@ -266,6 +302,48 @@ def _forward_rate(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
         net(x)  # warm-up: oneDNN picks its kernels on the first call
         best = min(_timed(lambda: net(x))[1] for _ in range(reps))
     return len(x) / best
+
+
+# ----------------------------------------------------- worker start-up
+_STARTUP = """
+import pickle, sys, time
+started = time.perf_counter()
+import imgfeat.featurize
+spec = pickle.loads(bytes.fromhex(sys.argv[1]))
+if sys.argv[2]:
+    from imgfeat.featurizers.runtime import load_graph_featurizer
+    load_graph_featurizer(spec, sys.argv[2], int(sys.argv[3]))
+else:
+    import torch
+    from imgfeat.featurizers import load_featurizer
+    torch.set_num_threads(int(sys.argv[3]))
+    load_featurizer(spec)
+print(time.perf_counter() - started, "torch" in sys.modules)
+"""
+
+
+def startup_figures(report: Report, spec: FeaturizerSpec, graph: Graph | None, reps: int = 3) -> None:
+    """What a fresh Python worker pays before its first batch: imports plus the
+    torch model build (weights read, BN folded) or the ONNX Runtime session;
+    best of `reps` fresh processes each."""
+    import pickle
+    import subprocess
+
+    runtimes = [("torch", "")] + ([("onnxruntime", graph.path)] if graph else [])
+    for name, path in runtimes:
+        times = []
+        for _ in range(reps):
+            out = subprocess.run(
+                [sys.executable, "-c", _STARTUP, pickle.dumps(spec).hex(), path, str(cores())],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()
+            times.append(float(out[0]))
+        report.add(f"worker start {name} s", min(times), "{:.2f}")
+        report.add(f"worker start {name} imports torch", out[1])
+    if graph:
+        f = report.figures
+        report.add("worker start onnxruntime/torch ratio", f["worker start onnxruntime s"] / f["worker start torch s"],
+                   "{:.2f}")
 
 
 # ------------------------------------------------------ the tuned hand loop
@@ -310,7 +388,8 @@ def spark_figures(
     """imgfeat's featurize job to a fresh Delta table, twice: first with the
     session's Python workers cold (they start, import torch and load the model
     inside the job), then warm (a second fresh table, as any later job in a
-    session); then the rerun with 1 % new files and one with nothing new.
+    session), then warm with the other runtime (torch ↔ onnxruntime) to a third;
+    then the default job's rerun with 1 % new files and one with nothing new.
     """
     _load(report, "before the spark jobs")
     cold = cfg.model_copy(update={"table": str(work / "table-cold")})
@@ -322,13 +401,16 @@ def spark_figures(
     with sampler.measure("spark"):
         summary, seconds = _timed(lambda: featurize_run(cfg, spark))
     _check(summary, len(photos), "featurize job")
+    report.add("spark job runtime", summary.runtime)
     report.add("spark job s", seconds, "{:.1f}")
     report.add("spark job img/s", len(photos) / seconds, "{:.1f}")
+    report.add(f"spark job {summary.runtime} img/s", len(photos) / seconds, "{:.1f}")
     report.add("spark job worker peak RSS MiB", sampler.peak("spark"), "{:.0f}")
     report.add("spark job workers' total peak RSS MiB", sampler.peak("spark", total=True), "{:.0f}")
     loop_file = work / "loop.parquet"
     if loop_file.exists():
         report.add("spark vs loop max abs diff", _max_diff(cfg.table, loop_file), "{:.2e}")
+    other_runtime(report, spark, cfg, summary.runtime, len(photos), work)
 
     _link(extra, Path(str(cfg.input)))
     again, incr = _timed(lambda: featurize_run(cfg, spark))
@@ -338,6 +420,20 @@ def spark_figures(
     idle, idle_s = _timed(lambda: featurize_run(cfg, spark))
     _check(idle, 0, "rerun with nothing new")
     report.add("rerun with nothing new s", idle_s, "{:.2f}")
+
+
+def other_runtime(report: Report, spark: Any, cfg: FeaturizeConfig, default: str, n: int, work: Path) -> None:
+    """The warm Spark job again with the runtime the default did not use."""
+    other = "torch" if default == "onnxruntime" else "onnxruntime"
+    featurizer = cfg.featurizer.model_copy(update={"runtime": other})
+    again = cfg.model_copy(update={"table": str(work / f"table-{other}"), "featurizer": featurizer})
+    try:
+        summary, seconds = _timed(lambda: featurize_run(again, spark))
+    except RuntimeUnavailable as exc:
+        report.add(f"spark job {other}", f"unavailable: {exc}")
+        return
+    _check(summary, n, f"featurize job ({other})")
+    report.add(f"spark job {other} img/s", n / seconds, "{:.1f}")
 
 
 def _check(summary: Any, expected: int, what: str) -> None:

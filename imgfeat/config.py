@@ -60,6 +60,10 @@ class FeaturizerConfig(Section):
     layers: tuple[int, ...] = (-1,)
     fold_bn: bool = Field(True, description="Fold BatchNorm into convs: same numbers within 1e-4, faster.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="auto: ONNX Runtime on CPU when the exported graph matches torch within 1e-4, else torch."
+    )
+    onnx_cache: str = Field("~/.cache/imgfeat/onnx", description="Driver folder of exported ONNX graphs.")
     autocast: bool = Field(True, description="On CUDA: bf16 (else fp16) autocast; false = fp32. No effect on CPU.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
     dim: int | None = Field(

@@ -1,10 +1,12 @@
 """Batch featurization inside Spark workers.
 
-Owns: the per-worker model cache, the pipeline that turns a stream of files
+Owns: the per-worker model cache (a torch model, or an ONNX Runtime session
+over a graph shipped as a file), the pipeline that turns a stream of files
 (or of image bytes) into embedding rows — read, hash, decode and prepare in a
 thread pool while the model runs on the previous batch — and the Spark plan
 (`mapInPandas`, iterator form) that runs it. Must not: list files, write
-tables or know about tracking.
+tables, know about tracking, or import torch at module level (workers that run
+ONNX graphs have none).
 
 Every input row yields exactly one output row: failures are rows with a
 `status` and an `error`, never exceptions and never gaps.
@@ -25,12 +27,13 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator
 import numpy as np
 import pandas as pd
 from pyspark import Accumulator, AccumulatorParam
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from imgfeat import faults
 from imgfeat.decode import decode_image
 from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
+from imgfeat.featurizers.runtime import load_graph_featurizer
 from imgfeat.progress import Reporter
 from imgfeat.schema import WORKER_SPARK_SCHEMA
 from imgfeat.sources import read_bytes
@@ -46,6 +49,7 @@ class WorkerOptions:
     decode_threads: int = 0  # 0 = the task's cores
     device: str = "auto"
     autocast: bool = True  # on CUDA: run the network in bf16 (fp16 without bf16 support)
+    graph: str | None = None  # an exported ONNX graph to run instead of torch (`ship_graph`'s name, or a path)
 
 
 @dataclass
@@ -75,18 +79,53 @@ _MODELS_LOCK = threading.Lock()
 
 
 def cached_featurizer(
-    spec: FeaturizerSpec, device: str, on_load: Callable[[], None] | None = None
+    spec: FeaturizerSpec, device: str, on_load: Callable[[], None] | None = None, graph: str | None = None
 ) -> Featurizer:
-    """The worker's model for `spec` on `device`, built on first use only."""
-    key = (spec.fingerprint, device)
+    """The worker's model for `spec` on `device` (or, given a `graph` file, an
+    ONNX Runtime session with the task's cores as threads), built on first use only."""
+    key = (spec.fingerprint, f"onnxruntime:{graph}" if graph else device)
     with _MODELS_LOCK:
         model = _MODELS.get(key)
         if model is None:
-            model = load_featurizer(spec, device=device)
+            if graph:
+                model = load_graph_featurizer(spec, graph, task_cores())
+            else:
+                model = load_featurizer(spec, device=device)
             _MODELS[key] = model
             if on_load is not None:
                 on_load()
         return model
+
+
+def worker_featurizer(spec: FeaturizerSpec, opts: WorkerOptions, on_load: Callable[[], None] | None = None) -> Featurizer:
+    """This worker's featurizer for `opts`: the shipped ONNX graph when there is one
+    (torch is not imported), else torch on `opts.device` with the task's cores as threads."""
+    if opts.graph:
+        return cached_featurizer(spec, "cpu", on_load, graph=shipped_file(opts.graph))
+    import torch
+
+    torch.set_num_threads(task_cores())
+    return cached_featurizer(spec, pick_device(opts.device), on_load)
+
+
+def ship_graph(spark: SparkSession, path: str) -> str:
+    """Send a graph file to every executor (`SparkContext.addFile`, a file, never a
+    pickled object); returns the name `WorkerOptions.graph` takes. The file's name
+    carries its sha256, so a changed graph is never mistaken for a shipped one; a
+    graph this session already ships is not added again."""
+    name = os.path.basename(path)
+    if not any(shipped.rsplit("/", 1)[-1] == name for shipped in spark.sparkContext.listFiles):
+        spark.sparkContext.addFile(path)
+    return name
+
+
+def shipped_file(name: str) -> str:
+    """The local copy of a file `ship_graph` sent (an absolute path is used as it is)."""
+    if os.path.isabs(name):
+        return name
+    from pyspark import SparkFiles
+
+    return SparkFiles.get(name)
 
 
 def pick_device(requested: str) -> str:
@@ -257,11 +296,8 @@ def featurize_listing_batches(
     `peak_rss` (a `MaxParam` accumulator) gets this task's peak worker RSS in MiB;
     `progress` hears of every batch done.
     """
-    import torch
-
     reset_peak_rss()
-    torch.set_num_threads(task_cores())
-    model = cached_featurizer(spec, pick_device(opts.device), _counter(loads))
+    model = worker_featurizer(spec, opts, _counter(loads))
     for listing in batches:
         if listing.empty:
             continue

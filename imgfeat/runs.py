@@ -31,14 +31,17 @@ from imgfeat.config import (
     ScoreConfig,
     SelectConfig,
     ServeConfig,
+    SparkConfig,
     TrackingConfig,
     TrainConfig,
     dump_config,
 )
+from imgfeat.decode import decode_image
 from imgfeat.errors import ConfigError, InputError, Status
-from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing
+from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing, ship_graph
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import BACKBONE_FILE, is_mlflow_uri
+from imgfeat.featurizers.runtime import RuntimeChoice, choose_runtime
 from imgfeat.session import get_spark
 from imgfeat.train import PRIMARY_METRIC, TrainResult, join_columns, read_source, resolve_spec, with_labels
 from imgfeat.train import cross_validate as cross_validate_sample
@@ -67,6 +70,8 @@ class FeaturizeSummary:
     seconds: float = 0.0
     model_loads: int = 0
     worker_peak_rss_mib: float = 0.0  # largest peak RSS of a Python worker task; 0 = nothing ran
+    runtime: str = ""  # torch | onnxruntime (`featurizer.runtime` resolved)
+    runtime_note: str | None = None  # why `auto` kept torch
 
     @property
     def featurized(self) -> int:
@@ -83,7 +88,9 @@ class FeaturizeSummary:
             f"featurize: {self.featurized} images ({by_status}); {self.skipped} unchanged skipped; "
             f"{self.seconds:.1f} s, {self.images_per_second:.1f} img/s; "
             f"table {self.table} {landed} [{self.writer}]"
+            + (f"; runtime {self.runtime}" if self.runtime else "")
             + (f"; worker peak RSS {self.worker_peak_rss_mib:.0f} MiB" if self.worker_peak_rss_mib else "")
+            + (f"; note: {self.runtime_note}" if self.runtime_note else "")
         )
 
     def as_dict(self) -> dict:
@@ -102,7 +109,7 @@ def use_store_for(featurizers: Sequence[FeaturizerConfig], cfg: TrackingConfig) 
         tracking.use_store(cfg)
 
 
-def worker_options(cfg: FeaturizeConfig) -> WorkerOptions:
+def worker_options(cfg: FeaturizeConfig, graph: str | None = None) -> WorkerOptions:
     return WorkerOptions(
         batch_size=cfg.featurizer.batch_size,
         max_bytes_in_flight=cfg.read.max_bytes_per_batch,
@@ -110,7 +117,45 @@ def worker_options(cfg: FeaturizeConfig) -> WorkerOptions:
         decode_threads=cfg.read.decode_threads,
         device=cfg.featurizer.device,
         autocast=cfg.featurizer.autocast,
+        graph=graph,
     )
+
+
+def featurizer_runtime(
+    f: FeaturizerConfig, spec: FeaturizerSpec, spark_cfg: SparkConfig, photos: Sequence[str] = ()
+) -> RuntimeChoice:
+    """`f.runtime` resolved for `spec` on the driver, before Spark starts: exports
+    and verifies the ONNX graph (cached) on scikit-learn's two sample photos plus
+    `photos` (files of the run's own input). Raises `RuntimeUnavailable` (exit 2)
+    only for an explicit `runtime: onnxruntime`."""
+    return choose_runtime(
+        spec, f.runtime, device=f.device, gpu_visible=_gpu_visible(spark_cfg),
+        photos=verification_photos(photos), cache_dir=f.onnx_cache,
+    )
+
+
+def verification_photos(paths: Sequence[str] = ()) -> list:
+    """Real RGB photos to check an exported graph on: scikit-learn's two sample
+    photos (inside its wheel) and those of `paths` that decode."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    for path in paths:
+        decoded = decode_image(sources.read_bytes(path))
+        if decoded.image is not None:
+            photos.append(decoded.image)
+    return photos
+
+
+def _gpu_visible(spark_cfg: SparkConfig) -> bool:
+    """Whether this job's featurizer may land on a GPU: GPU resources in the Spark
+    config, or a CUDA device on the driver (a GPU cluster's driver usually has one)."""
+    if any("resource.gpu" in key for key in spark_cfg.conf):
+        return True
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def config_sha256(cfg: FeaturizeConfig) -> str:
@@ -130,11 +175,15 @@ def featurize_run(
     sources.check_input(cfg.input, cfg.read.extensions)
     delta.check_writable(cfg.table)
     spec = featurizer_spec(cfg)
+    runtime = featurizer_runtime(
+        cfg.featurizer, spec, cfg.spark, sources.sample_local_files(cfg.input, cfg.read.extensions, 6)
+    )
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
         spark = spark or get_spark(cfg.spark)
-        summary = _featurize(cfg, spec, spark, run_id or tracked)
+        summary = _featurize(cfg, spec, runtime, spark, run_id or tracked)
         if tracked:
             _track_featurize(cfg, spark, summary)
+            tracking.log_params({"runtime": runtime.runtime})
     return summary
 
 
@@ -170,21 +219,24 @@ def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: Featuri
 
 
 def _featurize(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession, run_id: str | None
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, runtime: RuntimeChoice, spark: SparkSession, run_id: str | None
 ) -> FeaturizeSummary:
     run_id = run_id or uuid.uuid4().hex
     started = time.monotonic()
     for dead in delta.remove_stale_staging(cfg.table):
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
+    opts = worker_options(cfg, ship_graph(spark, runtime.graph_path) if runtime.graph_path else None)
     with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
-        summary = _featurize_listed(cfg, spec, spark, run_id, listing)
+        summary = _featurize_listed(cfg, spec, opts, spark, run_id, listing)
     summary.seconds = time.monotonic() - started
+    summary.runtime, summary.runtime_note = runtime.runtime, runtime.note
     return summary
 
 
 def _featurize_listed(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, spark: SparkSession, run_id: str, listing: sources.Listing
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, opts: WorkerOptions, spark: SparkSession, run_id: str,
+    listing: sources.Listing,
 ) -> FeaturizeSummary:
     listed = listing.count
     if listed == 0:
@@ -193,7 +245,7 @@ def _featurize_listed(
         )
     if cfg.featurizer.dim:
         spec = reduce.ensure_basis(
-            listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, worker_options(cfg)
+            listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, opts
         )
     todo = sources.only_new(listing.frame, delta.existing_keys(spark, cfg.table, spec.fingerprint)).cache()
     try:
@@ -209,7 +261,7 @@ def _featurize_listed(
         if new == 0:  # an idle nightly run: no Python worker, no staging, no commit
             result = delta.unchanged(spark, cfg.table)
         else:
-            result = _featurize_new(cfg, spec, todo, new, summary)
+            result = _featurize_new(cfg, spec, opts, todo, new, summary)
     finally:
         todo.unpersist()
     summary.version, summary.committed, summary.writer = result.version, result.committed, result.writer
@@ -217,7 +269,8 @@ def _featurize_listed(
 
 
 def _featurize_new(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, todo: DataFrame, new: int, summary: FeaturizeSummary
+    cfg: FeaturizeConfig, spec: FeaturizerSpec, opts: WorkerOptions, todo: DataFrame, new: int,
+    summary: FeaturizeSummary,
 ) -> delta.Commit:
     """Featurize the `new` listing rows of `todo`, stage them and commit them as one version."""
     spark = todo.sparkSession
@@ -225,7 +278,7 @@ def _featurize_new(
     peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
     with progress.stage("featurize", new, spark=spark) as shown:
         rows = featurize_listing(
-            todo, spec, worker_options(cfg), files_per_partition=cfg.read.files_per_partition, loads=loads,
+            todo, spec, opts, files_per_partition=cfg.read.files_per_partition, loads=loads,
             peak_rss=peak_rss, count=new, progress=shown.reporter,
         ).withColumn("run_id", F.lit(summary.run_id)).withColumn("featurized_at", F.current_timestamp())
         staged = delta.stage(rows, cfg.table, summary.run_id)
@@ -261,7 +314,7 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("imgfeat", "torch", "timm", "pillow", "pyspark", "deltalake"):
+    for pkg in ("imgfeat", "torch", "timm", "onnxruntime", "pillow", "pyspark", "deltalake"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -346,6 +399,8 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
         raise InputError(f"no embeddings table at {cfg.table}: run `imgfeat featurize` first")
     cfg, chosen_by = auto_featurizers(cfg)
     use_store_for(cfg.featurizers, cfg.tracking)
+    logs_model = cfg.tracking.enabled
+    runtimes = [featurizer_runtime(f, resolve_spec(f), cfg.spark) for f in cfg.featurizers] if logs_model else []
     spark = spark or get_spark(cfg.spark)
     names = "+".join(f.name for f in cfg.featurizers)
     with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}, name=f"train {names}") as run_id:
@@ -355,7 +410,8 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
             if chosen_by:
                 tracking.set_tags({"featurizers_chosen_by": chosen_by})
             metrics = _track_train(cfg, result)
-            logged = scoring.log_model(result, cfg.model_name)
+            tracking.log_params({"runtime": [r.runtime for r in runtimes]})
+            logged = scoring.log_model(result, cfg.model_name, [r.graph_path for r in runtimes])
             summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
             if logged.name and logged.version:
                 tracking.describe_version(
@@ -529,7 +585,7 @@ def _select(
                 featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size), tracking=TrackingConfig(enabled=False),
             )
             # One run id per candidate: the table's commits are idempotent per run id.
-            _featurize_listed(fcfg, spec, spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample))
+            _featurize_listed(fcfg, spec, worker_options(fcfg), spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample))
             featurize_seconds += time.monotonic() - began
             ms = _ms_per_image(sample, spec, cfg)
             scores, features = cross_validate_sample(spark, _train_config(cfg, [name]), sample)

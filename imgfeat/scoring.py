@@ -50,6 +50,7 @@ from imgfeat.featurize import (
 )
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.featurizer import ProjectedFeaturizer
+from imgfeat.featurizers.runtime import prefer_graph
 from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.progress import Reporter
 from imgfeat.sources import read_bytes
@@ -207,18 +208,23 @@ def _featurize_rows(
 
 
 def _load_bundled(spec: FeaturizerSpec, artifacts: Mapping[str, str], i: int) -> Featurizer:
-    """The i-th featurizer, from the network weights and PCA basis bundled in the model.
+    """The i-th featurizer, from the ONNX graph (when bundled and `prefer_graph`; no
+    torch then) or the network weights, and the PCA basis bundled in the model.
 
     Parts without a file (seeded random or no weights) rebuild exactly from the spec.
     """
-    device = pick_device("auto")
     base = _base(spec)
+    graph = artifacts.get(_artifact("onnx", i))
     weights = artifacts.get(_artifact("weights", i))
-    if weights is None:
+    if graph is not None and prefer_graph():
+        model = cached_featurizer(base, "cpu", graph=graph)
+    elif weights is None:
+        device = pick_device("auto")
         model = cached_featurizer(base, device)
     else:
         import torch
 
+        device = pick_device("auto")
         model = load_featurizer(replace(base, weights="random:0", weights_sha256=None), device=device)
         model.network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     if spec.projection is None:
@@ -227,10 +233,13 @@ def _load_bundled(spec: FeaturizerSpec, artifacts: Mapping[str, str], i: int) ->
     return ProjectedFeaturizer(replace(spec, projection=bundled), model)
 
 
-def _bundle(spec: FeaturizerSpec, i: int, dest: Path) -> dict[str, str]:
+def _bundle(spec: FeaturizerSpec, i: int, dest: Path, graph: str | None = None) -> dict[str, str]:
     """Artifact files for the i-th featurizer: its network weights (unless the spec
-    alone rebuilds them) and its PCA basis, if reduced."""
+    alone rebuilds them), its verified ONNX `graph` when the train config's runtime
+    chose one, and its PCA basis, if reduced."""
     out = {}
+    if graph is not None:
+        out[_artifact("onnx", i)] = shutil.copy(graph, dest / f"graph_{i}.onnx")
     if spec.projection is not None:
         path = dest / f"projection_{i}.npz"
         path.write_bytes(read_verified(spec.projection.location, spec.projection.sha256))
@@ -260,8 +269,14 @@ class LoggedModel:
     version: str | None  # registered version
 
 
-def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
-    """Log the pyfunc into the active MLflow run; register it under `registered_name`."""
+def log_model(
+    result: TrainResult, registered_name: str | None, graphs: Sequence[str | None] = ()
+) -> LoggedModel:
+    """Log the pyfunc into the active MLflow run; register it under `registered_name`.
+
+    `graphs[i]`: the i-th featurizer's verified ONNX graph, bundled so the model
+    scores with ONNX Runtime (and without torch) where `prefer_graph` says so.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import Array
@@ -275,7 +290,7 @@ def log_model(result: TrainResult, registered_name: str | None) -> LoggedModel:
         Path(artifacts[FEATURES_ARTIFACT]).write_text(spec.to_json())
         result.booster.save_model(artifacts[BOOSTER_ARTIFACT])
         for i, featurizer in enumerate(spec.featurizers):
-            artifacts.update(_bundle(featurizer, i, Path(tmp)))
+            artifacts.update(_bundle(featurizer, i, Path(tmp), graphs[i] if i < len(graphs) else None))
         inputs = Schema(
             [ColSpec("binary", "content", required=False), ColSpec("string", "path", required=False)]
             + [ColSpec(spec.column_types[c], c) for c in spec.columns]

@@ -235,6 +235,24 @@ def check_input(uri: str, extensions: Iterable[str]) -> None:
     raise InputError(f"no images under {uri} (extensions: {', '.join(_normalized(extensions))})")
 
 
+def sample_local_files(uri: str, extensions: Iterable[str], limit: int) -> list[str]:
+    """Up to `limit` image files of a local input, found without Spark (the first
+    ones `os.walk` meets, in sorted order); [] for a remote URI or a glob."""
+    local = local_path(uri)
+    if local is None or any(ch in uri for ch in "*?[") or limit < 1:
+        return []
+    if os.path.isfile(local):
+        return [local]
+    suffixes = tuple(f".{e}" for e in _normalized(extensions))
+    found: list[str] = []
+    for root, dirs, files in os.walk(local):
+        dirs.sort()
+        found += [os.path.join(root, n) for n in sorted(files) if n.lower().endswith(suffixes) and not n.startswith(".")]
+        if len(found) >= limit:
+            break
+    return found[:limit]
+
+
 def _normalized(extensions: Iterable[str]) -> list[str]:
     return sorted({e.lower().lstrip(".") for e in extensions})
 

@@ -33,7 +33,7 @@ from imgfeat import cv, delta, reduce
 from imgfeat.config import FeaturizerConfig, LabelsConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
-from imgfeat.featurizers import FeaturizerSpec, Projection, resolve_featurizer
+from imgfeat.featurizers import FeaturizerSpec, Projection
 
 log = logging.getLogger("imgfeat")
 
@@ -143,6 +143,8 @@ def _category_text(value: Any) -> str | None:
 
 def resolve_spec(f: FeaturizerConfig) -> FeaturizerSpec:
     """The featurizer a config section names (validated, weights hashed), before any PCA."""
+    from imgfeat.featurizers import resolve_featurizer  # the registry imports torch: drivers only
+
     return resolve_featurizer(
         f.name,
         weights=f.weights,
@@ -638,6 +640,8 @@ def _pixel_baseline(
 
     The thumbnails are computed now from the files the table lists (not stored).
     """
+    from imgfeat.featurizers import resolve_featurizer
+
     spec = resolve_featurizer(cfg.baselines.raw_pixel_featurizer)
     listing = rows.select("path", "modification_time", "length")
     pixels = featurize_listing(listing, spec, WorkerOptions(batch_size=256))

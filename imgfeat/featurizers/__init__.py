@@ -11,17 +11,27 @@ models across calls, or import Spark; those belong to decode / featurize.
 Modules: `spec` (the spec and its fingerprint), `registry` (names, preprocessing,
 resolve), `weights` (weights sources, sha256, checkpoints), `backbone` (timm /
 torchvision networks, `layers`), `pooling`, `fold` (BatchNorm folding),
-`featurizer` (the worker-side objects).
+`featurizer` (the worker-side objects), `runtime` (torch or an exported ONNX
+graph run by ONNX Runtime).
 """
 
+from typing import Any
+
 from imgfeat.featurizers.featurizer import Featurizer, load_featurizer
-from imgfeat.featurizers.registry import (
-    DEFAULT_FEATURIZER,
-    FeaturizerInfo,
-    list_featurizers,
-    resolve_featurizer,
-)
 from imgfeat.featurizers.spec import FeaturizerSpec, Projection
+
+_REGISTRY_NAMES = ("DEFAULT_FEATURIZER", "FeaturizerInfo", "list_featurizers", "resolve_featurizer")
+
+
+def __getattr__(name: str) -> Any:
+    """The registry's names, imported on first use: the registry imports timm and
+    torch, which a worker running exported ONNX graphs neither needs nor has."""
+    if name in _REGISTRY_NAMES:
+        from imgfeat.featurizers import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_FEATURIZER",

@@ -4,7 +4,8 @@ Owns: `Featurizer` (`prepare` one PIL image, `embed` a uint8 batch), its torch
 and grayscale kinds, and `load_featurizer`. Must not: decode bytes, cache
 featurizers across calls (the caller keeps one per worker process), set torch's
 thread count, use autocast (the caller may wrap `embed` in it; output is always
-float32), or import Spark.
+float32), import Spark, or import torch at module level (a worker that runs
+exported ONNX graphs has no torch; see `runtime`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
-from imgfeat.featurizers.backbone import build_network
-from imgfeat.featurizers.fold import fold_batchnorm
 from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers.spec import FeaturizerSpec
 from imgfeat.featurizers.weights import read_verified
+
+if TYPE_CHECKING:
+    import torch
 
 GRAYSCALE_ARCH = "grayscale16"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L"
@@ -79,6 +82,8 @@ class TorchFeaturizer(Featurizer):
     """A torch network on one device; normalization happens inside `embed`."""
 
     def __init__(self, spec: FeaturizerSpec, network: torch.nn.Module, device: torch.device) -> None:
+        import torch
+
         super().__init__(spec)
         self.network = network
         self.device = device
@@ -92,12 +97,16 @@ class TorchFeaturizer(Featurizer):
         self._check(batch)
         if len(batch) == 0:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
+        import torch
+
         with torch.inference_mode():
             out = self.network(self.to_input(batch))
         return np.ascontiguousarray(out.float().cpu().numpy())
 
     def to_input(self, batch: np.ndarray) -> torch.Tensor:
         """uint8 NHWC batch → normalized float (N, 3, H, W) in channels_last memory."""
+        import torch
+
         pixels = torch.from_numpy(np.require(batch, requirements=("C", "W")))
         if self.device.type == "cuda":
             pixels = pixels.pin_memory()  # page-locked, so the copy below really is asynchronous
@@ -153,6 +162,11 @@ def load_featurizer(spec: FeaturizerSpec, *, device: str = "cpu") -> Featurizer:
         return ProjectedFeaturizer(spec, base)
     if spec.arch == GRAYSCALE_ARCH:
         return GrayscaleFeaturizer(spec)
+    import torch
+
+    from imgfeat.featurizers.backbone import build_network
+    from imgfeat.featurizers.fold import fold_batchnorm
+
     target = torch.device(device)
     network = build_network(spec).to(target, memory_format=torch.channels_last).eval()
     featurizer = TorchFeaturizer(spec, network, target)

@@ -39,15 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-import torch
-from timm.models import get_pretrained_cfg, split_model_name_tag
-from torch import nn
-
 from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers.spec import Preprocessing
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
+    import torch
+    from torch import nn
 
 _CHUNK = 1 << 20
 
@@ -174,6 +172,8 @@ def resolve_hub(value: str, arch: str) -> ResolvedWeights:
 
 
 def _timm_tagged_name(arch: str, requested: str) -> str:
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+
     base, tag = split_model_name_tag(arch)
     if requested:
         requested_base, requested_tag = split_model_name_tag(requested)
@@ -315,6 +315,8 @@ def _filesystem(location: str) -> tuple[AbstractFileSystem, str]:
 
 def state_dict_from_bytes(data: bytes, location: str) -> dict[str, torch.Tensor]:
     """Unpickle a checkpoint safely and return its clean state_dict."""
+    import torch
+
     try:
         obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises several types for a bad file
@@ -385,6 +387,8 @@ def seeded(seed: int) -> Iterator[None]:
     Every worker that builds the same architecture on CPU under the same seed and
     torch version gets identical weights.
     """
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
