@@ -237,6 +237,16 @@ def train(spark: SparkSession, cfg: TrainConfig) -> TrainResult:
     )
 
 
+def labeled_rows(
+    spark: SparkSession, cfg: TrainConfig, features: FeatureSpec, version: int
+) -> DataFrame:
+    """The rows a model was trained and tested on: one per image with ok embeddings
+    (`emb_0`, ...), its `label`, `label_index` and `split`, as `train` builds them."""
+    names = [s.name for s in features.featurizers]
+    rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), features.featurizers, cfg.table)
+    return _with_target(_with_labels(spark, rows, cfg), features.task, features.classes, cfg)
+
+
 def labels_source(cfg: TrainConfig) -> str:
     """Where labels came from, as recorded in lineage."""
     where = cfg.labels.source or "the image paths"
