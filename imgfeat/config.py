@@ -210,7 +210,9 @@ class InsightsConfig(Section):
     sample: int | None = Field(
         None, ge=2, description="Images projected; None = 2000 or all if fewer. More than the table has is an error."
     )
-    projection: Literal["trimap", "umap", "pca"] = "trimap"
+    projection: Literal["umap", "trimap", "pca"] = Field(
+        "umap", description="umap: repeatable for a seed; trimap: DataRobot's, not bit-repeatable; pca: linear, instant."
+    )
     seed: int = 0
     thumbnail_px: int = Field(64, ge=16, le=256, description="Longest side of the embedded thumbnails.")
     near_duplicates: NearDuplicatesConfig = NearDuplicatesConfig()

