@@ -163,9 +163,10 @@ def _cat_line(spark, scores: str, version: str | None, cat: Path) -> str:
     if row is None or row["status"] != "ok":
         return f"cat photo: not scored ({row and row['error']})"
     p = row["probabilities"][row["predicted_class"]]
+    novelty = "unknown" if row["novelty"] is None else f"{row['novelty']:.0f}"
     return (
-        f"cat photo: predicted {row['predicted_class']} with probability {p:.2f}, "
-        f"novelty {row['novelty']:.0f} (100 = farther from the training images than any of them from its neighbour)"
+        f"cat photo: predicted {row['predicted_class']} with probability {p:.2f}, novelty {novelty} "
+        "(100 = farther from the training images than any of them is from its nearest neighbour)"
     )
 
 

@@ -136,6 +136,7 @@ def nearest_distances(units: DataFrame, reference: np.ndarray, reference_paths: 
 class Outliers:
     top: pd.DataFrame  # path, score, z: the farthest first
     count: int  # rows with z above the threshold
+    k: int
     z_threshold: float
     median: float
     mad: float
@@ -156,7 +157,7 @@ def outliers(units: DataFrame, reference: np.ndarray, reference_paths: Sequence[
         top = with_z.orderBy(F.desc("score"), "path").limit(show).toPandas()
     finally:
         scored.unpersist()
-    return Outliers(top, int(count), z, median, mad)
+    return Outliers(top, int(count), k, z, median, mad)
 
 
 # -------------------------------------------------------------------- near-duplicates

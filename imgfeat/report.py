@@ -120,7 +120,7 @@ def _scatter(data: Insights):
             "predicted": p["predicted_class"].tolist(),
             "confidence": [f"{c:.3f}" for c in p["confidence"]],
             "colour": [colours.get(str(label), "#999") for label in p["label"]],
-            "ring": ["#000000" if w else None for w in p["wrong"]],
+            "ring": ["#000000" if w else "rgba(0,0,0,0)" for w in p["wrong"]],
             "thumb": [data.thumbs.get(path, "") for path in p["path"]],
             "path": p["path"].tolist(),
         }
@@ -195,7 +195,7 @@ def _outliers(data: Insights) -> str:
     o = data.outliers
     figs = "".join(_figure(r.path, data.thumbs.get(r.path, ""), f"distance {r.score:.3f} · z {r.z:.1f}") for r in o.top.itertuples())
     return (
-        f"<p class='note'>Mean distance to the {len(o.top) and 'k'} nearest sampled images (unit embeddings); "
+        f"<p class='note'>Mean distance to the {o.k} nearest sampled images (unit embeddings); "
         f"{o.count} images above modified z-score {o.z_threshold:g} (median {o.median:.3f}, MAD {o.mad:.3f}). "
         f"Farthest first:</p>{figs}"
     )
