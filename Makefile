@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.imgfeat-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench bench-commit lint clean cluster-up cluster-down
+.PHONY: setup browser test test-fast demo bench bench-commit lint clean cluster-up cluster-down
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Creates .venv and installs imgfeat (editable) with its dev extra. Re-runs are
-# instant: the stamp is only rebuilt when pyproject.toml changes.
-setup: $(STAMP)
+# Creates .venv and installs imgfeat (editable) with its dev extra, and the
+# headless browser the report tests look through. Re-runs are instant: the
+# stamp is only rebuilt when pyproject.toml changes.
+setup: $(STAMP) browser
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -17,6 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The whole suite, slow tests included (CPU only, no network).
+# Debian's chromium + chromedriver (apt; no browser download): tests/browser.py drives them.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+
 test: setup
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
@@ -46,4 +54,4 @@ lint: setup
 	duplicates imgfeat jobs tests bench || true
 
 clean:
-	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out demo
+	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out demo insights

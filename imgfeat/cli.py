@@ -90,6 +90,19 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _insights(args: argparse.Namespace) -> int:
+    from imgfeat.config import InsightsConfig, load_config
+
+    cfg = load_config(
+        InsightsConfig, args.config, args.set, model=args.model, table=args.table, output=args.output,
+        sample=args.sample, projection=args.projection,
+    )
+    from imgfeat.runs import insights_run  # torch, Spark: only once the config is good
+
+    print(insights_run(cfg).line(), flush=True)
+    return 0
+
+
 def _write_summary(path: str | None, summary: dict) -> None:
     """`--summary-json PATH`: the run's summary for schedulers and tests (the driver's disk)."""
     if path:
@@ -236,6 +249,14 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="server processes, each with the model loaded (default 1)")
 
 
+def _insights_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
+    p.add_argument("--table", metavar="PATH", help="embeddings table (default: the one the model was trained on)")
+    p.add_argument("--output", metavar="DIR", help="folder for report.html (default insights)")
+    p.add_argument("--sample", type=int, metavar="N", help="images projected (default 2000, or all if fewer)")
+    p.add_argument("--projection", choices=["umap", "trimap", "pca"], help="2-D projection (default umap)")
+
+
 def _nightly_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", metavar="URI", help="images to featurize (featurize.input; score.input defaults to it)")
     p.add_argument("--table", metavar="PATH", help="embeddings table (featurize.table, shared by train and score)")
@@ -292,6 +313,11 @@ SUBCOMMANDS = (
         "example:\n  imgfeat serve --model models:/imgfeat/latest --port 5000\n"
         "  curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\\n"
         "    -d '{\"dataframe_split\": {\"columns\": [\"content\"], \"data\": [[\"'$(base64 -w0 cat.jpg)'\"]]}}'",
+    ),
+    Subcommand(
+        "insights", "registered model → one HTML report: projection, activation maps, outliers, near-duplicates, errors",
+        _insights, _insights_flags, "conf/insights.yaml",
+        "example:\n  imgfeat insights --model models:/imgfeat/3 --output insights",
     ),
     Subcommand(
         "nightly", "featurize new images, retrain past a threshold, score; under the table's lock", _nightly,

@@ -231,6 +231,9 @@ class ScoreConfig(Section):
     )
     tabular: SourceConfig = SourceConfig()
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    novelty_threshold: float = Field(
+        99.0, ge=0, le=100, description="Count images whose novelty percentile is at least this."
+    )
     read: ReadConfig = ReadConfig()
     spark: SparkConfig = SparkConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -301,6 +304,46 @@ class FinetuneConfig(Section):
         if self.featurizer.dim is not None:
             raise ValueError("featurizer.dim: a PCA-reduced featurizer cannot be fine-tuned; reduce when featurizing")
         return self
+
+
+class NearDuplicatesConfig(Section):
+    """Pairs of images whose embeddings are nearly identical (found in Spark, never collected)."""
+
+    threshold: float = Field(0.98, gt=0, lt=1, description="Cosine similarity at or above which a pair is reported.")
+    bits: int = Field(16, ge=1, le=62, description="Random hyperplanes per blocking key (more = smaller blocks).")
+    tables: int = Field(12, ge=1, le=64, description="Blocking keys per image (more = better recall, more pairs).")
+    show: int = Field(24, ge=0, description="Pairs shown with thumbnails (all are counted).")
+
+
+class OutliersConfig(Section):
+    """Images far from their nearest neighbours (distance to the k nearest of the sample)."""
+
+    k: int = Field(5, ge=1, description="Neighbours averaged.")
+    z: float = Field(3.5, gt=0, description="Modified z-score (median/MAD) above which an image counts as an outlier.")
+    show: int = Field(12, ge=0, description="Outliers shown with thumbnails.")
+
+
+class InsightsConfig(Section):
+    """`imgfeat insights`: a registered model + its embeddings table → one HTML report + an MLflow run."""
+
+    model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@alias.")
+    table: str | None = Field(None, description="Embeddings table; None = the one the model was trained on.")
+    output: str = Field("insights", description="Folder for report.html.")
+    sample: int | None = Field(
+        None, ge=2, description="Images projected; None = 2000 or all if fewer. More than the table has is an error."
+    )
+    projection: Literal["umap", "trimap", "pca"] = Field(
+        "umap", description="umap: repeatable for a seed; trimap: DataRobot's, not bit-repeatable; pca: linear, instant."
+    )
+    seed: int = 0
+    thumbnail_px: int = Field(64, ge=16, le=256, description="Longest side of the embedded thumbnails.")
+    near_duplicates: NearDuplicatesConfig = NearDuplicatesConfig()
+    outliers: OutliersConfig = OutliersConfig()
+    activation_maps: int = Field(2, ge=0, description="Test images per class and outcome (right, wrong) mapped.")
+    errors_per_class: int = Field(4, ge=0, description="Most confident wrong predictions shown per true class.")
+    novelty_threshold: float = Field(99.0, ge=0, le=100, description="Novelty percentile counted as unlike training.")
+    spark: SparkConfig = SparkConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
 
 class RetrainPolicy(Section):

@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -185,6 +185,50 @@ def staged_counts(staged: str, *columns: str) -> dict:
     groups = table.group_by(names).aggregate([([], "count_all")]).to_pylist()
     key = (lambda g: g[names[0]]) if len(names) == 1 else (lambda g: tuple(g[n] for n in names))
     return {key(g): int(g["count_all"]) for g in groups}
+
+
+def staged_at_least(staged: str, column: str, value: float) -> int:
+    """Rows of a staged run whose `column` is at least `value` (nulls do not count)."""
+    import pyarrow.compute as pc
+
+    table = ds.dataset(_local_or_uri(staged), format="parquet").to_table(columns=[column])
+    return int(pc.sum(pc.greater_equal(table[column], value)).as_py() or 0)
+
+
+def missing_columns(table: str, contract: Contract) -> list[str]:
+    """Contract columns an existing local table lacks (written by an older imgfeat);
+    [] for a table that does not exist yet or is not local."""
+    local = local_path(table)
+    dt = None if local is None else _deltars_table(local)
+    if dt is None:
+        return []
+    have = {f.name for f in dt.schema().fields}
+    return [f.name for f in contract.arrow_schema if f.name not in have]
+
+
+def ok_rows(table: str, version: int, specs: Sequence[Any]) -> int | None:
+    """Ok rows of the featurizer(s) (`FeaturizerSpec`s) at `version` of a local table, read
+    with delta-rs before Spark starts (the fewest over the featurizers); None for a
+    remote table. Raises `InputError` for a missing table or version, or no such rows."""
+    from deltalake import DeltaTable
+
+    local = local_path(table)
+    if local is None:
+        return None
+    if _deltars_table(local) is None:
+        raise InputError(f"no embeddings table at {table}")
+    try:
+        dataset = DeltaTable(local, version=version).to_pyarrow_dataset()
+    except Exception:  # delta-rs raises several types for a version that is gone
+        raise InputError(f"{table} has no version {version} (vacuumed or never written)") from None
+    counts = []
+    for spec in specs:
+        where = (ds.field("featurizer") == spec.name) & (ds.field("featurizer_fingerprint") == spec.fingerprint)
+        n = dataset.count_rows(filter=where & (ds.field("status") == "ok"))
+        if n == 0:
+            raise InputError(f"{table} version {version} has no ok rows of {spec.name} ({spec.fingerprint[:12]})")
+        counts.append(n)
+    return min(counts)
 
 
 def commit(

@@ -6,10 +6,12 @@ scikit-image, see `imgfeat.samples`) under `demo/photos/train/<label>/`, holds
 out more tiles of the same photos as new images in `demo/photos/new/` (plus a
 broken file and copies of three training images), then runs the same jobs as
 the CLI: featurize → train (with baselines) → register (alias `champion`) →
-score the new images with `models:/imgfeat-demo@champion`.
-Must not: hold pipeline logic (it calls `imgfeat.runs`, as the CLI does).
+score the new images with `models:/imgfeat-demo@champion` (plus a photo of a
+cat, unlike any training texture: its `novelty` says so) → the insights report
+of the model. Must not: hold pipeline logic (it calls `imgfeat.runs`, as the CLI does).
 
 Outputs: `demo/warehouse/embeddings` and `demo/warehouse/scores` (Delta),
+`demo/insights/report.html`,
 `mlflow.db` + `mlartifacts/` (MLflow) in the working directory. A rerun keeps
 the photos, featurizes nothing new, trains and registers a new model version
 (the alias moves to it) and scores again.
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 from imgfeat import console
-from imgfeat.config import FeaturizeConfig, ScoreConfig, TrainConfig, load_config
+from imgfeat.config import FeaturizeConfig, InsightsConfig, ScoreConfig, TrainConfig, load_config
 from imgfeat.errors import ImgfeatError
 from imgfeat.samples import DEFAULT_CLASSES, write_labeled_photos
 
@@ -59,6 +61,17 @@ def prepare_photos(root: Path) -> tuple[Path, Path]:
     return train, new
 
 
+def add_cat(new: Path) -> Path:
+    """scikit-image's photo of a cat (Chelsea) among the new images: nothing like a texture."""
+    from PIL import Image
+    from skimage.data import chelsea
+
+    cat = new / "cat.jpg"
+    if not cat.is_file():
+        Image.fromarray(chelsea()).save(cat, quality=90)
+    return cat
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imgfeat.demo", description="The whole pipeline on sample photos.")
     parser.add_argument("--verbose", action="store_true", help="show Spark, MLflow and XGBoost logs here")
@@ -68,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.quiet(console.default_log_path("demo"))
 
-    from imgfeat.runs import featurize_run, score_run, train_run
+    from imgfeat.runs import featurize_run, insights_run, score_run, train_run
     from imgfeat.session import get_spark
 
     started = time.monotonic()
     table, scores = ROOT / "warehouse" / "embeddings", ROOT / "warehouse" / "scores"
     train_dir, new_dir = prepare_photos(ROOT)
+    cat = add_cat(new_dir)
     spark = get_spark()
     print(f"demo: {TRAIN_PER_CLASS} training photos per class {DEFAULT_CLASSES} in {train_dir}", flush=True)
 
@@ -97,12 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(scored.line(), flush=True)
     print(_new_image_accuracy(spark, str(scores), scored.model_version), flush=True)
+    print(_cat_line(spark, str(scores), scored.model_version, cat), flush=True)
+    insights = insights_run(
+        load_config(InsightsConfig, model=f"models:/{MODEL_NAME}/{scored.model_version}", output=str(ROOT / "insights")),
+        spark,
+    )
+    print(insights.line(), flush=True)
     print(
         "\n".join(
             [
                 "",
                 f"embeddings table  {table} (Delta, version {featurized.version})",
                 f"scores table      {scores} (Delta, version {scored.version})",
+                f"insights report   {insights.report}",
                 f"MLflow store      sqlite:///mlflow.db, artifacts in ./mlartifacts; "
                 f"model {MODEL_NAME} version {trained.model_version} (alias {ALIAS})",
                 "open the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
@@ -132,12 +153,32 @@ def _new_image_accuracy(spark, scores: str, version: str | None) -> str:
     from imgfeat.scoring import SCORES
 
     rows = read_table(spark, scores, contract=SCORES).where(
-        (F.col("model_version") == version) & ~F.col("path").contains("copy_of_")
+        (F.col("model_version") == version) & ~F.col("path").contains("copy_of_") & ~F.col("path").endswith("/cat.jpg")
     )
     labeled = rows.withColumn("truth", F.element_at(F.split("path", "/"), -2)).where(F.col("status") == "ok")
     right = labeled.where(F.col("truth") == F.col("predicted_class")).count()
     bad = rows.where(F.col("status") != "ok").count()
     return f"new images: {right}/{labeled.count()} held-out tiles predicted correctly; {bad} bad file(s) kept as rows"
+
+
+def _cat_line(spark, scores: str, version: str | None, cat: Path) -> str:
+    """What the model says about the cat, and how novel it finds it."""
+    from pyspark.sql import functions as F
+
+    from imgfeat.delta import read_table
+    from imgfeat.scoring import SCORES
+
+    row = read_table(spark, scores, contract=SCORES).where(
+        (F.col("model_version") == version) & F.col("path").endswith(f"/{cat.name}")
+    ).first()
+    if row is None or row["status"] != "ok":
+        return f"cat photo: not scored ({row and row['error']})"
+    p = row["probabilities"][row["predicted_class"]]
+    novelty = "unknown" if row["novelty"] is None else f"{row['novelty']:.0f}"
+    return (
+        f"cat photo: predicted {row['predicted_class']} with probability {p:.2f}, novelty {novelty} "
+        "(100 = farther from the training images than any of them is from its nearest neighbour)"
+    )
 
 
 if __name__ == "__main__":

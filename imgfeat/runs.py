@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable, Mapping, Sequence
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -27,6 +28,7 @@ from imgfeat.config import (
     FeaturizeConfig,
     FeaturizerConfig,
     FinetuneConfig,
+    InsightsConfig,
     NightlyConfig,
     ScoreConfig,
     SelectConfig,
@@ -35,6 +37,7 @@ from imgfeat.config import (
     TrackingConfig,
     TrainConfig,
     dump_config,
+    load_config,
 )
 from imgfeat.decode import decode_image
 from imgfeat.errors import ConfigError, InputError, Status
@@ -43,7 +46,7 @@ from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import BACKBONE_FILE, is_mlflow_uri
 from imgfeat.featurizers.runtime import RuntimeChoice, choose_runtime
 from imgfeat.session import get_spark
-from imgfeat.train import PRIMARY_METRIC, TrainResult, join_columns, read_source, resolve_spec, with_labels
+from imgfeat.train import PRIMARY_METRIC, TrainResult, join_columns, labeled_rows, read_source, resolve_spec, with_labels
 from imgfeat.train import cross_validate as cross_validate_sample
 from imgfeat.train import train as train_model
 
@@ -411,7 +414,8 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
                 tracking.set_tags({"featurizers_chosen_by": chosen_by})
             metrics = _track_train(cfg, result)
             tracking.log_params({"runtime": [r.runtime for r in runtimes]})
-            logged = scoring.log_model(result, cfg.model_name, [r.graph_path for r in runtimes])
+            reference = novelty_reference(spark, cfg, result)
+            logged = scoring.log_model(result, cfg.model_name, [r.graph_path for r in runtimes], novelty=reference)
             summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
             if logged.name and logged.version:
                 tracking.describe_version(
@@ -628,6 +632,21 @@ def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: boo
     return selection.Candidate(name, dim, mean, std, ms)
 
 
+#: Training rows kept with a model as its novelty reference (`imgfeat.novelty`).
+NOVELTY_REFERENCE_ROWS = 2000
+
+
+def novelty_reference(spark: SparkSession, cfg: TrainConfig, result: TrainResult):  # -> NoveltyReference
+    """A deterministic sample of the train split's embeddings and their own NN distances."""
+    from imgfeat.insights import sample
+    from imgfeat.novelty import NoveltyReference
+
+    emb = [f"emb_{i}" for i in range(len(result.features.featurizers))]
+    train_rows = labeled_rows(spark, cfg, result.features, result.version).where(F.col("split") == "train")
+    picked = sample(train_rows, NOVELTY_REFERENCE_ROWS, cfg.split.seed).select(*emb).toPandas()
+    return NoveltyReference.fit([np.stack(picked[c].to_numpy()) for c in emb])
+
+
 @dataclass
 class ScoreSummary:
     """What a score run did; `line()` is the one-line summary users see."""
@@ -642,6 +661,8 @@ class ScoreSummary:
     version: int | None
     committed: bool
     seconds: float = 0.0
+    novel: int = 0  # ok images with novelty >= novelty_threshold
+    novelty_threshold: float = 99.0
 
     @property
     def images(self) -> int:
@@ -656,6 +677,7 @@ class ScoreSummary:
         return (
             f"score: {self.images} images ({by_status}) with {self.model_name} version {self.model_version}; "
             f"{self.reused} embeddings reused, {self.featurized} images featurized; "
+            f"{self.novel} unlike training (novelty >= {self.novelty_threshold:g}); "
             f"{self.seconds:.1f} s; table {self.output} version {self.version}"
         )
 
@@ -675,6 +697,13 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
     sources.check_input(cfg.input, cfg.read.extensions)  # before Spark starts, as the model lookup
     delta.check_writable(cfg.output)
     from imgfeat import scoring
+
+    missing = delta.missing_columns(cfg.output, scoring.SCORES)
+    if missing:
+        raise InputError(
+            f"scores table {cfg.output} predates column(s) {', '.join(missing)}: score into a new --output, "
+            f"or add them first (ALTER TABLE delta.`{cfg.output}` ADD COLUMNS (novelty DOUBLE))"
+        )
 
     tracking.use_store(cfg.tracking)
     model = scoring.resolve_model(cfg.model)
@@ -703,6 +732,7 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
                     "images": summary.images,
                     "featurized": summary.featurized,
                     "reused": summary.reused,
+                    "novel": summary.novel,
                     "seconds": summary.seconds,
                     "images_per_second": summary.images_per_second,
                     **({"scores_version": summary.version} if summary.version is not None else {}),
@@ -749,6 +779,7 @@ def _score_listed(
         counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
         shown.set(sum(counts.values()), _bad(counts))
     featurized = sum(n for (_, f), n in by_source.items() if f)
+    novel = delta.staged_at_least(staged, "novelty", cfg.novelty_threshold)
     result = delta.commit(
         spark,
         staged,
@@ -769,6 +800,8 @@ def _score_listed(
         reused=by_source.get(("ok", False), 0),
         version=result.version,
         committed=result.committed,
+        novel=novel,
+        novelty_threshold=cfg.novelty_threshold,
     )
 
 
@@ -1109,3 +1142,100 @@ def _nightly_score(cfg: NightlyConfig, spark: SparkSession, state: dict, summary
         return
     summary.score = score_run(cfg.score.model_copy(update={"model": model}), spark)
     nightly.write_state(summary.table, state, scored=now)
+
+
+@dataclass
+class InsightsSummary:
+    """What an insights run wrote; `line()` is what users see."""
+
+    report: str
+    run_id: str | None
+    model: str
+    table: str
+    version: int
+    sampled: int
+    counts: dict[str, int]
+    metrics: dict[str, float]
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        m = self.metrics
+        novel = f", {m['novel']:.0f} unlike training" if "novel" in m else ""
+        return (
+            f"insights: {self.model} on {self.table} version {self.version}: {self.sampled} images projected; "
+            f"{m['outliers']:.0f} outliers, {m['near_duplicates']:.0f} near-duplicate pairs "
+            f"({m['leaking_pairs']:.0f} across train/test, {m['label_noise_pairs']:.0f} with different labels){novel}; "
+            f"test accuracy {m['test_accuracy']:.3f}; {self.seconds:.1f} s; report {self.report}"
+        )
+
+
+#: Train-config keys an insights run reads back from the train run's params.
+_LINEAGE_KEYS = ("table", "featurizers", "labels.", "split.", "task")
+
+
+def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> InsightsSummary:
+    """Write `cfg.output/report.html` for a registered model, on the table version and
+    split it was trained on; with tracking on, log it as an MLflow run's artifact."""
+    from imgfeat import insights, report, scoring
+
+    started = time.monotonic()
+    if not cfg.model:
+        raise InputError("no model: pass --model models:/NAME/VERSION (or models:/NAME/latest)")
+    tracking.use_store(cfg.tracking)
+    model = scoring.resolve_model(cfg.model)
+    features = scoring.model_features(model.local_dir)
+    if features.task != "classification":
+        raise InputError(f"{cfg.model} is a {features.task} model: insights needs a classification model")
+    train_id, params, tags = tracking.model_lineage(model.name, model.version)
+    train_cfg = load_config(
+        TrainConfig, overrides=[f"{k}={v}" for k, v in params.items() if k.startswith(_LINEAGE_KEYS)],
+        table=cfg.table or tags.get("embeddings_table"),
+    )
+    version = int(tags.get("embeddings_version", -1))
+    if version < 0:
+        raise InputError(f"{cfg.model}: its train run {train_id} names no embeddings table version")
+    ok = delta.ok_rows(train_cfg.table, version, features.featurizers)  # before Spark starts
+    if ok is not None and cfg.sample is not None and cfg.sample > ok:
+        raise InputError(f"sample {cfg.sample} is larger than the {ok} ok rows of {train_cfg.table} version {version}")
+    spark = spark or get_spark(cfg.spark)
+    loaded = scoring.load_image_model(model.local_dir)
+    with tracking.run(cfg.tracking, "insights", {"embeddings_table": train_cfg.table}) as run_id:
+        rows = labeled_rows(spark, train_cfg, features, version)
+        statuses = delta.read_table(spark, train_cfg.table, version, partitions=[f.name for f in features.featurizers]).where(
+            F.col("featurizer_fingerprint").isin([f.fingerprint for f in features.featurizers])
+        ).select("path", "status", "error")
+        n = rows.count()
+        if cfg.sample is not None and cfg.sample > n:
+            raise InputError(f"sample {cfg.sample} is larger than the {n} labeled ok rows of {train_cfg.table}")
+        about = {
+            "model": f"{model.name} version {model.version}",
+            "train run": train_id,
+            "featurizers": ", ".join(f"{f.name} ({f.fingerprint[:12]})" for f in features.featurizers),
+            "embeddings table": f"{train_cfg.table} version {version}",
+            "projection": cfg.projection,
+            "near_duplicate_threshold": f"{cfg.near_duplicates.threshold:g}",
+        }
+        data = insights.analyse(rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about)
+        data.seconds = time.monotonic() - started
+        data.about["time"] = f"{data.seconds:.1f} s (report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})"
+        path = report.write(data, cfg.output)
+        metrics = {
+            "sampled": float(len(data.points)),
+            "outliers": float(data.outliers.count),
+            "near_duplicates": float(data.pair_counts["near_duplicates"]),
+            "leaking_pairs": float(data.pair_counts["leaking"]),
+            "label_noise_pairs": float(data.pair_counts["label_noise"]),
+            "test_accuracy": data.accuracy,
+            **({"novel": float(data.novel)} if data.novel is not None else {}),
+            **{f"count_{k}": float(v) for k, v in data.counts.items()},
+        }
+        if run_id:
+            tracking.log_params(dump_config(cfg))
+            tracking.set_tags(
+                {"model": cfg.model, "model_name": model.name, "model_version": model.version,
+                 "train_run_id": train_id, "embeddings_version": str(version)}
+            )
+            tracking.log_metrics(metrics)
+            tracking.log_artifact(str(path))
+    return InsightsSummary(str(path), run_id, f"{model.name} version {model.version}", train_cfg.table, version,
+                           len(data.points), data.counts, metrics, time.monotonic() - started)

@@ -3,7 +3,7 @@
 Owns: `ImageModel`, the MLflow pyfunc that bundles the featurizer spec(s) and
 weights with the booster and the `FeatureSpec` (input: image bytes in
 `content` or a `path`, plus the model's tabular columns; output: `prediction`,
-`predicted_class`, `probabilities`, `status`, `error`); logging and
+`predicted_class`, `probabilities`, `novelty`, `status`, `error`); logging and
 registering it; and the score job's plan: hash each input image, reuse the
 embeddings table's rows with the same content hash and featurizer
 fingerprint, featurize only the rest, predict, and land the rows in a scores
@@ -14,6 +14,8 @@ train, or list files other than through `imgfeat.sources`.
 Classification follows Spark ML: `prediction` is the class index (a double)
 into the model's classes, `predicted_class` its name. Regression:
 `prediction` is the value; `predicted_class` and `probabilities` are null.
+`novelty` (0..100, `imgfeat.novelty`) says how unlike the training images an
+image is; null for a model logged without a novelty reference.
 """
 
 from __future__ import annotations
@@ -53,14 +55,15 @@ from imgfeat.featurizers.featurizer import ProjectedFeaturizer
 from imgfeat.featurizers.runtime import prefer_graph
 from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.progress import Reporter
+from imgfeat.novelty import NoveltyReference
 from imgfeat.sources import read_bytes
 from imgfeat.train import FeatureSpec, TrainResult, predict_output
 
 #: The file of this package logged as the model's code ("models from code"): it names `ImageModel`.
 MODEL_CODE = "model_code.py"
 #: Artifact names inside the logged model.
-FEATURES_ARTIFACT, BOOSTER_ARTIFACT = "features", "booster"
-OUTPUT_COLUMNS = ("prediction", "predicted_class", "probabilities", "status", "error")
+FEATURES_ARTIFACT, BOOSTER_ARTIFACT, NOVELTY_ARTIFACT = "features", "booster", "novelty"
+OUTPUT_COLUMNS = ("prediction", "predicted_class", "probabilities", "novelty", "status", "error")
 
 _SCORES = (
     ("path", T.StringType(), pa.string()),
@@ -73,6 +76,7 @@ _SCORES = (
     ("status", T.StringType(), pa.string()),
     ("error", T.StringType(), pa.string()),
     ("featurized", T.BooleanType(), pa.bool_()),
+    ("novelty", T.DoubleType(), pa.float64()),
     ("run_id", T.StringType(), pa.string()),
     ("scored_at", T.TimestampType(), pa.timestamp("us", tz="UTC")),
 )
@@ -108,6 +112,8 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         self.booster = xgboost.Booster()
         self.booster.load_model(artifacts[BOOSTER_ARTIFACT])
         self.featurizers = [_load_bundled(spec, artifacts, i) for i, spec in enumerate(self.features.featurizers)]
+        reference = artifacts.get(NOVELTY_ARTIFACT)
+        self.novelty = NoveltyReference.load(reference) if reference else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """The pyfunc answer; a request lacking a needed column is a client error
@@ -161,6 +167,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
                 "prediction": np.full(n, np.nan),
                 "predicted_class": pd.Series([None] * n, dtype=object),
                 "probabilities": pd.Series([None] * n, dtype=object),
+                "novelty": np.full(n, np.nan),
                 "status": status,
                 "error": error,
                 "featurized": featurized,
@@ -170,6 +177,8 @@ class ImageModel(mlflow.pyfunc.PythonModel):
             embeddings = [np.stack([v[r] for r in ok]) for v in vectors]
             x = self.features.assemble(embeddings, frame.iloc[ok].reset_index(drop=True))
             self._predict_into(out, ok, x)
+            if self.novelty is not None:
+                out.loc[ok, "novelty"] = self.novelty.score(embeddings)
         return out
 
     def _predict_into(self, out: pd.DataFrame, rows: list[int], x: np.ndarray) -> None:
@@ -270,12 +279,16 @@ class LoggedModel:
 
 
 def log_model(
-    result: TrainResult, registered_name: str | None, graphs: Sequence[str | None] = ()
+    result: TrainResult,
+    registered_name: str | None,
+    graphs: Sequence[str | None] = (),
+    novelty: NoveltyReference | None = None,
 ) -> LoggedModel:
     """Log the pyfunc into the active MLflow run; register it under `registered_name`.
 
     `graphs[i]`: the i-th featurizer's verified ONNX graph, bundled so the model
     scores with ONNX Runtime (and without torch) where `prefer_graph` says so.
+    `novelty`, when given, ships with the model and fills the `novelty` output.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -291,6 +304,9 @@ def log_model(
         result.booster.save_model(artifacts[BOOSTER_ARTIFACT])
         for i, featurizer in enumerate(spec.featurizers):
             artifacts.update(_bundle(featurizer, i, Path(tmp), graphs[i] if i < len(graphs) else None))
+        if novelty is not None:
+            artifacts[NOVELTY_ARTIFACT] = str(Path(tmp, "novelty.npz"))
+            novelty.save(artifacts[NOVELTY_ARTIFACT])
         inputs = Schema(
             [ColSpec("binary", "content", required=False), ColSpec("string", "path", required=False)]
             + [ColSpec(spec.column_types[c], c) for c in spec.columns]
@@ -300,6 +316,7 @@ def log_model(
                 ColSpec("double", "prediction"),
                 ColSpec("string", "predicted_class", required=False),
                 ColSpec(Array("double"), "probabilities", required=False),
+                ColSpec("double", "novelty", required=False),
                 ColSpec("string", "status"),
                 ColSpec("string", "error", required=False),
             ]
@@ -529,6 +546,7 @@ def score_rows(
                     "status": scored["status"].where(~unread, Status.READ_ERROR.value),
                     "error": scored["error"].where(~unread, batch["read_error"]),
                     "featurized": scored["featurized"].where(~unread, False).astype(bool),
+                    "novelty": scored["novelty"].astype("float64"),
                 }
             )
             progress.add(len(batch), int((scored["status"].fillna("") != Status.OK.value).sum()))

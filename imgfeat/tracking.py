@@ -378,3 +378,24 @@ def set_alias(name: str, alias: str, version: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(name, alias, version)
+
+def log_artifact(path: str) -> None:
+    import mlflow
+
+    mlflow.log_artifact(path)
+
+
+def model_lineage(name: str, version: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The train run of a registered model version: its id, params, and `imgfeat.` tags
+    (prefix removed). Raises `InputError` for a model that is not registered."""
+    from mlflow import MlflowClient
+
+    if not version:
+        raise InputError(f"{name} is not a registered model version: pass models:/NAME/VERSION")
+    client = MlflowClient()
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        raise InputError(f"models:/{name}/{version} has no train run: insights needs the run's table and split")
+    data = client.get_run(run_id).data
+    tags = {k.removeprefix(TAG_PREFIX): v for k, v in data.tags.items() if k.startswith(TAG_PREFIX)}
+    return run_id, dict(data.params), tags

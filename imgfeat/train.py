@@ -314,6 +314,16 @@ def fold_parallelism(spark: SparkSession, cfg: TrainConfig, params: dict[str, An
     return max(1, min(slots, cfg.split.folds))
 
 
+def labeled_rows(
+    spark: SparkSession, cfg: TrainConfig, features: FeatureSpec, version: int
+) -> DataFrame:
+    """The rows a model was trained and tested on: one per image with ok embeddings
+    (`emb_0`, ...), its `label`, `label_index` and `split`, as `train` builds them."""
+    names = sorted({s.name for s in features.featurizers})
+    rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=names), features.featurizers, cfg.table)
+    return with_target(with_labels(spark, rows, cfg.labels), features.task, features.classes, cfg.split, cfg.labels)
+
+
 def labels_source(cfg: TrainConfig) -> str:
     """Where labels came from, as recorded in lineage."""
     where = cfg.labels.source or "the image paths"

@@ -13,7 +13,7 @@ from imgfeat.samples import write_labeled_photos
 from tests.notebook_shim import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("01_featurize", "02_train", "03_score", "04_explore", "06_finetune")
+NAMES = ("01_featurize", "02_train", "03_score", "04_explore", "05_insights", "06_finetune")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -70,3 +70,11 @@ def test_notebooks_run_in_order_on_sample_photos(spark, tmp_path):
     label = lambda path: Path(path).parent.name  # noqa: E731
     assert all(label(q) == label(nb) for q, nb in zip(top["query"], top["neighbour"]))
     assert shown.html[0].count("<img ") == 6 * 4
+
+    report = tmp_path / "insights"
+    ns, shown = run_notebook(
+        NOTEBOOKS / "05_insights.py", spark,
+        {"model": "models:/imgfeat/1", "output": str(report), "projection": "pca", **tracking},
+    )
+    assert ns["summary"].sampled == n and (report / "report.html").is_file()
+    assert "id='near-duplicates'" in shown.html[0]

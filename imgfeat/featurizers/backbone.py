@@ -231,7 +231,11 @@ class _PooledTrunk(nn.Module):
         self.gem_p = gem_p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return global_pool(self.trunk(x), self.pooling, self.gem_p)
+        return global_pool(self.feature_map(x), self.pooling, self.gem_p)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, C, H, W) map `forward` pools."""
+        return self.trunk(x)
 
 
 class _TimmFeatures(nn.Module):
@@ -259,6 +263,13 @@ class _TimmFeatures(nn.Module):
             maps = dict(zip(plan.indices, intermediates))
         parts = [self._pool_final(final) if i is None else self._pool(maps[i]) for i in plan.order]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The (N, C, H, W) final map `forward` pools; only for a single `-1` layer of a CNN."""
+        if self.plan.order != (None,) or self.plan.token_final:
+            raise FeaturizerError("a feature map exists only for layers (-1,) of a model with a 2D final map")
+        final = self.model.forward_features(x)
+        return final.permute(0, 3, 1, 2) if self.plan.channels_last_output else final
 
     def _pool(self, feature_map: torch.Tensor) -> torch.Tensor:
         return global_pool(feature_map, self.pooling, self.gem_p)

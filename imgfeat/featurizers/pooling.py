@@ -1,6 +1,8 @@
 """Global pooling of a feature map (N, C, H, W) into a vector (N, C).
 
-Owns: the pooling kinds a spec may name and their exact formulas. Must not:
+Owns: the pooling kinds a spec may name, their exact formulas, and
+`pool_shares`: how much of each pooled value each map position contributed
+(what activation maps spread a pooled feature's importance with). Must not:
 know about models, weights or Spark.
 
 - ``avg``: mean over H, W.
@@ -35,3 +37,29 @@ def global_pool(x: torch.Tensor, kind: str, p: float = 3.0) -> torch.Tensor:
     if kind == "gem":
         return x.clamp(min=GEM_EPS).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
     raise ValueError(f"unknown pooling {kind!r}; expected one of {', '.join(POOLINGS)}")
+
+
+def pool_shares(x: torch.Tensor, kind: str, p: float = 3.0) -> torch.Tensor:
+    """(N, C, H, W) non-negative weights summing to 1 over H, W: each position's share of
+    channel c's pooled value. avg: x / sum x (clamped at 0); max: the argmax position;
+    avgmax: the mean of those two; gem: x^p / sum x^p. A channel that is zero
+    everywhere spreads evenly."""
+    x = x.float()
+    flat = x.flatten(2)
+    uniform = torch.full_like(flat, 1.0 / flat.shape[2])
+
+    def normalized(w: torch.Tensor) -> torch.Tensor:
+        total = w.sum(dim=2, keepdim=True)
+        return torch.where(total > 0, w / total.clamp(min=1e-30), uniform)
+
+    if kind == "avg":
+        shares = normalized(flat.clamp(min=0))
+    elif kind == "max":
+        shares = torch.zeros_like(flat).scatter_(2, flat.argmax(dim=2, keepdim=True), 1.0)
+    elif kind == "avgmax":
+        return 0.5 * (pool_shares(x, "avg") + pool_shares(x, "max"))
+    elif kind == "gem":
+        shares = normalized(flat.clamp(min=GEM_EPS).pow(p))
+    else:
+        raise ValueError(f"unknown pooling {kind!r}; expected one of {', '.join(POOLINGS)}")
+    return shares.view_as(x)

@@ -1,0 +1,122 @@
+"""`imgfeat insights` end to end on the shared trained model, looked at in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from imgfeat.cli import main
+from imgfeat.config import InsightsConfig, load_config
+from imgfeat.report import SECTIONS
+from imgfeat.runs import insights_run
+from tests.browser import browser, console_errors, png_pixels  # noqa: F401  (fixture)
+from tests.trainset import MODEL_NAME, PER_CLASS, CLASSES, trainset  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+#: Set to a folder (docs/insights) to keep the section screenshots for the README.
+SHOTS = os.environ.get("IMGFEAT_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def report(spark, trainset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("insights")
+    cfg = load_config(
+        InsightsConfig,
+        overrides=[f"tracking.uri={trainset.tracking_uri}", "projection=pca"],
+        model=f"models:/{MODEL_NAME}/1",
+        output=str(out),
+    )
+    return insights_run(cfg, spark)
+
+
+def test_the_run_is_tracked_with_lineage_and_the_report_as_artifact(report, trainset):
+    client = MlflowClient(trainset.tracking_uri)
+    run = client.get_run(report.run_id)
+    tags = run.data.tags
+    assert tags["imgfeat.job"] == "insights" and tags["imgfeat.model_version"] == "1"
+    assert tags["imgfeat.train_run_id"] == trainset.trained.run_id
+    assert tags["imgfeat.embeddings_version"] == str(trainset.featurized.version)
+    assert [a.path for a in client.list_artifacts(report.run_id)] == ["report.html"]
+    assert run.data.metrics["sampled"] == len(CLASSES) * PER_CLASS  # the whole table: fewer than 2000
+    assert "near_duplicates" in run.data.metrics and "novel" in run.data.metrics
+    assert report.counts == {"ok": len(CLASSES) * PER_CLASS}
+
+
+def test_the_report_reads_in_a_real_browser(report, browser, tmp_path):
+    browser.get(Path(report.report).resolve().as_uri())
+    browser.implicitly_wait(2)
+    assert console_errors(browser) == []
+    for section in SECTIONS:
+        assert browser.find_element("id", section).is_displayed(), section
+    points = browser.execute_script(
+        "return Bokeh.documents[0].get_model_by_name('projection_points').data_source.data.x.length"
+    )
+    assert points == report.sampled == len(CLASSES) * PER_CLASS
+    broken = browser.execute_script(
+        "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)"
+    )
+    assert broken == [] and browser.execute_script("return document.images.length") > 10
+    hover_thumbs = browser.execute_async_script(
+        """const done = arguments[0];
+        const uris = Bokeh.documents[0].get_model_by_name('projection_points').data_source.data.thumb;
+        Promise.all(uris.map(u => new Promise(ok => { const i = new Image(); i.onload = () => ok(i.naturalWidth > 0);
+            i.onerror = () => ok(false); i.src = u; }))).then(r => done(r.filter(x => !x).length));"""
+    )
+    assert hover_thumbs == 0  # every hover thumbnail decodes too
+
+    plot = browser.find_element("id", "projection")
+    browser.execute_script("arguments[0].scrollIntoView()", plot)
+    shot = png_pixels(plot.screenshot_as_png).astype(int)
+    assert shot.shape[0] > 400, shot.shape  # the plot has its height: it rendered
+    coloured = (shot.max(axis=2) - shot.min(axis=2)) > 80  # class colours, not grey axes on white
+    assert coloured.mean() > 0.002, "the projection's plot area holds no coloured points"
+    _keep_screenshots(browser, tmp_path)
+
+
+def _keep_screenshots(browser, tmp_path: Path) -> None:
+    """One PNG per section (small), in SHOTS when set."""
+    folder = Path(SHOTS) if SHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    for section in SECTIONS:
+        element = browser.find_element("id", section)
+        browser.execute_script("arguments[0].scrollIntoView()", element)
+        png = element.screenshot_as_png
+        assert png_pixels(png).std() > 5, f"section {section} renders blank"
+        (folder / f"{section}.png").write_bytes(png)
+
+
+def test_bad_input_is_one_line_and_exit_2(trainset, tmp_path, capsys):
+    uri = f"--set=tracking.uri={trainset.tracking_uri}"
+    cases = {
+        "models:/nope/1": "cannot load model",
+        f"models:/{MODEL_NAME}/1 --sample 100000": "larger than",
+        f"models:/{MODEL_NAME}/1 --table {tmp_path / 'missing'}": "no embeddings table",
+    }
+    for args, message in cases.items():
+        model, *rest = args.split()
+        assert main(["insights", uri, "--model", model, "--output", str(tmp_path), *rest]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_scoring_says_a_cat_is_unlike_the_training_textures(trainset):
+    from PIL import Image
+    from skimage.data import chelsea
+
+    from imgfeat import scoring, tracking
+    from imgfeat.config import TrackingConfig
+
+    tracking.use_store(TrackingConfig(uri=trainset.tracking_uri))
+    model = scoring.load_image_model(scoring.resolve_model(f"models:/{MODEL_NAME}/1").local_dir)
+    cat = io.BytesIO()
+    Image.fromarray(chelsea()).save(cat, format="JPEG")
+    known = [p.read_bytes() for c in CLASSES for p in sorted((trainset.photos / c).glob("*.jpg"))[:3]]
+    out = model.score(pd.DataFrame({"content": [*known, cat.getvalue()]}))
+    assert out["status"].eq("ok").all()
+    assert out["novelty"].iloc[-1] == 100.0  # farther than any training texture from its neighbour
+    assert out["novelty"].iloc[:-1].max() < 99  # the table's own images: typical (many at 0: in the reference)
