@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# The whole suite, slow tests included (CPU only, no network).
 # Debian's chromium + chromedriver (apt; no browser download): tests/browser.py drives them.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; }
 
+# The whole suite, slow tests included (CPU only, no network).
 test: setup
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 

@@ -248,7 +248,7 @@ def _bundle(spec: FeaturizerSpec, i: int, dest: Path, graph: str | None = None) 
     chose one, and its PCA basis, if reduced."""
     out = {}
     if graph is not None:
-        out[_artifact("onnx", i)] = shutil.copy(graph, dest / f"graph_{i}.onnx")
+        out[_artifact("onnx", i)] = str(shutil.copy(graph, dest / f"graph_{i}.onnx"))
     if spec.projection is not None:
         path = dest / f"projection_{i}.npz"
         path.write_bytes(read_verified(spec.projection.location, spec.projection.sha256))

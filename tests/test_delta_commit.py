@@ -27,7 +27,8 @@ def _stage(table: Path, run_id: str, rows: dict[str, str], contract: delta.Contr
     staged = Path(delta.staging_path(str(table), run_id))
     staged.mkdir(parents=True)
     records = [
-        {"path": f"file:/photos/{name}", "featurizer": FEATURIZER, "status": "ok", "content_sha256": sha,
+        {"path": f"file:/photos/{name}", "featurizer": FEATURIZER, "featurizer_fingerprint": "fp", "status": "ok",
+         "content_sha256": sha,
          "length": len(sha), "run_id": run_id}
         for name, sha in rows.items()
     ]

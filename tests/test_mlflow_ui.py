@@ -23,9 +23,9 @@ import pytest
 from mlflow import MlflowClient
 
 from imgfeat import tracking
+from tests.browser import browser  # noqa: F401  (fixture)
 from tests.trainset import trainset  # noqa: F401  (fixture)
 
-CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 STARTUP_SECONDS = 180  # a cold `mlflow ui` imports a lot; the shared test machine is slow
 
 
@@ -67,26 +67,6 @@ def mlflow_ui(store_uri: str, workdir: Path) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture
-def browser():
-    """Headless Debian chromium through selenium + chromedriver (no browser download);
-    the same shape as issue 14's shared `tests.browser.browser`, which replaces it on merge."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    if not (CHROMIUM.is_file() and DRIVER.is_file()):
-        pytest.fail(f"{CHROMIUM} / {DRIVER} missing: apt-get install chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 def _wait_for_text(driver, texts: tuple[str, ...], seconds: float) -> str:
     """The page's text once it shows every one of `texts` (the UI fills in as its requests return)."""
     from selenium.webdriver.common.by import By
@@ -106,6 +86,7 @@ def test_the_experiment_link_opens_on_training_runs_with_their_delta_datasets(tr
     shot = tmp_path / "mlflow-ui.png"
     names = (f"train efficientnet_lite0 v{trainset.trained.result.version}",
              f"featurize efficientnet_lite0 v{trainset.featurized.version}")
+    browser.set_window_size(1600, 900)  # wide enough for the runs table's Dataset column
     with mlflow_ui(trainset.tracking_uri, tmp_path) as base:
         browser.get(base + link)
         # The runs table (not the GenAI overview): run names, and each run's Dataset cell,
