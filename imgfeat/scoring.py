@@ -125,7 +125,8 @@ class ImageModel(mlflow.pyfunc.PythonModel):
             out = self.score(model_input)[list(OUTPUT_COLUMNS)]
         except InputError as exc:
             raise MlflowException.invalid_parameter_value(str(exc)) from None
-        out["prediction"] = out["prediction"].astype(object).where(out["prediction"].notna(), None)
+        for name in out.columns[out.dtypes.map(pd.api.types.is_float_dtype)]:  # prediction, novelty
+            out[name] = out[name].astype(object).where(out[name].notna(), None)
         return out
 
     def score(
