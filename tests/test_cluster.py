@@ -84,8 +84,10 @@ class Submitted:
     stderr: str
 
     def problem(self) -> str:
-        """stderr without Spark's INFO lines and progress bars: the traceback, if any."""
-        keep = [ln for ln in self.stderr.splitlines() if " INFO " not in ln and "[Stage " not in ln and ln.strip()]
+        """Output without Spark's INFO lines and progress bars: the traceback, if any (a job
+        prints it on stdout or stderr)."""
+        text = f"{self.stdout}\n{self.stderr}"
+        keep = [ln for ln in text.splitlines() if " INFO " not in ln and "[Stage " not in ln and ln.strip()]
         return "\n".join(keep[-60:])
 
 
