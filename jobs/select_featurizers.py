@@ -1,6 +1,6 @@
 """spark-submit entry point for featurizer selection: same flags as `imgfeat select`.
 
-    spark-submit --py-files dist/imgfeat-*.whl jobs/select.py \
+    spark-submit --py-files dist/imgfeat-*.whl jobs/select_featurizers.py \
         --config conf/select.yaml --input /lake/photos --table /lake/embeddings
 """
 
