@@ -208,6 +208,9 @@ class SelectConfig(Section):
     split: SplitConfig = SplitConfig()
     xgboost: dict[str, Any] = Field(default_factory=dict, description="As train's `xgboost:`.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="As featurize's `featurizer.runtime`: select times what featurize will run."
+    )
     read: ReadConfig = ReadConfig()
     spark: SparkConfig = SparkConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -39,6 +39,7 @@ from imgfeat.config import (
     dump_config,
     load_config,
 )
+from imgfeat.cv import Scores
 from imgfeat.decode import decode_image
 from imgfeat.errors import ConfigError, InputError, Status
 from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing, ship_graph
@@ -445,16 +446,15 @@ def _track_train(cfg: TrainConfig, result: TrainResult) -> dict[str, float]:
     )
     metrics = {
         **{f"{model}.test_{k}": v for model, scores in result.metrics.items() for k, v in scores.items()},
-        **cv_metrics(result),
+        **{k: v for model, scores in result.scores.items() for k, v in cv_metrics(scores, f"{model}.").items()},
         **{f"rows_{k}": v for k, v in result.counts.items()},
         "best_iteration": result.best_iteration,
         "rounds": result.rounds,
         "fold_seconds": result.fold_seconds,
     }
     tracking.log_metrics(metrics)
-    for model, scores in result.scores.items():  # one step per fold
-        for i, fold in enumerate(scores.folds):
-            tracking.log_metrics({f"{model}.fold_{k}": v for k, v in fold.items()}, step=i)
+    for model, scores in result.scores.items():
+        log_fold_metrics(scores, f"{model}.")
     rows = {
         "training": sum(n for split, n in result.counts.items() if split != "test"),
         "test": result.counts.get("test", 0),
@@ -471,14 +471,18 @@ def _track_train(cfg: TrainConfig, result: TrainResult) -> dict[str, float]:
     return metrics
 
 
-def cv_metrics(result: TrainResult) -> dict[str, float]:
-    """`<model>.cv_<metric>_mean` / `_std` for every model and metric."""
-    out = {}
-    for model, scores in result.scores.items():
-        mean, std = scores.mean(), scores.std()
-        out.update({f"{model}.cv_{k}_mean": v for k, v in mean.items()})
-        out.update({f"{model}.cv_{k}_std": v for k, v in std.items()})
-    return out
+def cv_metrics(scores: Scores, prefix: str = "") -> dict[str, float]:
+    """`<prefix>cv_<metric>_mean` / `_std` of one model's fold scores (prefix `xgboost.` in train)."""
+    return {
+        **{f"{prefix}cv_{k}_mean": v for k, v in scores.mean().items()},
+        **{f"{prefix}cv_{k}_std": v for k, v in scores.std().items()},
+    }
+
+
+def log_fold_metrics(scores: Scores, prefix: str = "") -> None:
+    """`<prefix>fold_<metric>` per fold, the fold's index as the MLflow step."""
+    for i, fold in enumerate(scores.folds):
+        tracking.log_metrics({f"{prefix}fold_{k}": v for k, v in fold.items()}, step=i)
 
 
 def auto_featurizers(cfg: TrainConfig) -> tuple[TrainConfig, str | None]:
@@ -509,6 +513,7 @@ class SelectSummary:
     choice: selection.Candidate
     featurize_seconds: float = 0.0  # featurizing the sample into the table, all candidates
     seconds: float = 0.0
+    runtimes: dict[str, str] = field(default_factory=dict)  # candidate -> torch | onnxruntime
 
     def lines(self) -> list[str]:
         head = f"{'candidate':40} {'dim':>5} {'cv ' + self.metric + ' mean ± std':>26} {'featurize ms/img':>17}"
@@ -519,6 +524,8 @@ class SelectSummary:
             f"select: {self.sample} labeled images in {self.table}; {self.seconds:.1f} s "
             f"({self.featurize_seconds:.1f} s featurizing); MLflow run {self.run_id}"
         )
+        if self.runtimes:
+            note += "; runtime " + ", ".join(f"{n} {r}" for n, r in self.runtimes.items())
         return [head, *rows, note, f"recommend: {self.choice.name}"]
 
 
@@ -532,14 +539,17 @@ def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSu
     sources.check_input(cfg.input, cfg.read.extensions)  # all of this before Spark starts
     delta.check_writable(cfg.table)
     names = selection.check_candidates(cfg.candidates, cfg.floor)
-    specs = {n: resolve_spec(FeaturizerConfig(name=n, batch_size=cfg.batch_size)) for n in names}
+    featurizers = {n: FeaturizerConfig(name=n, batch_size=cfg.batch_size, runtime=cfg.runtime) for n in names}
+    specs = {n: resolve_spec(f) for n, f in featurizers.items()}
+    photos = sources.sample_local_files(cfg.input, cfg.read.extensions, 6)
+    runtimes = {n: featurizer_runtime(featurizers[n], specs[n], cfg.spark, photos) for n in names}
     started = time.monotonic()
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "select", {"table": cfg.table}) as parent:
         with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
             sample = _select_sample(spark, cfg, listing)
             try:
-                summary = _select(cfg, spark, specs, sample, parent)
+                summary = _select(cfg, spark, specs, runtimes, sample, parent)
             finally:
                 sample.unpersist()
         summary.seconds = time.monotonic() - started
@@ -574,24 +584,29 @@ def _select_sample(spark: SparkSession, cfg: SelectConfig, listing: sources.List
 
 
 def _select(
-    cfg: SelectConfig, spark: SparkSession, specs: dict[str, FeaturizerSpec], sample: DataFrame, parent: str | None
+    cfg: SelectConfig, spark: SparkSession, specs: dict[str, FeaturizerSpec], runtimes: dict[str, RuntimeChoice],
+    sample: DataFrame, parent: str | None,
 ) -> SelectSummary:
     n = sample.count()
     metric = None
     measured: list[selection.Candidate] = []
     featurize_seconds = 0.0
     for name, spec in specs.items():
-        tags = {"table": cfg.table, "candidate": name}
+        tags = {"table": cfg.table, "candidate": name, "runtime": runtimes[name].runtime}
         with tracking.run(cfg.tracking, "select-candidate", tags, nested=True) as child:
             began = time.monotonic()
             fcfg = FeaturizeConfig(
                 input=cfg.input, table=cfg.table, read=cfg.read, spark=cfg.spark,
-                featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size), tracking=TrackingConfig(enabled=False),
+                featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size, runtime=cfg.runtime),
+                tracking=TrackingConfig(enabled=False),
             )
+            graph = runtimes[name].graph_path
+            opts = worker_options(fcfg, ship_graph(spark, graph) if graph else None)
             # One run id per candidate: the table's commits are idempotent per run id.
-            _featurize_listed(fcfg, spec, worker_options(fcfg), spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample))
+            listing = sources.Listing(sample, n, sample)
+            _featurize_listed(fcfg, spec, opts, spark, child or uuid.uuid4().hex, listing)
             featurize_seconds += time.monotonic() - began
-            ms = _ms_per_image(sample, spec, cfg)
+            ms = _ms_per_image(sample, spec, opts, cfg.timing_images)
             scores, features = cross_validate_sample(spark, _train_config(cfg, [name]), sample)
             metric = PRIMARY_METRIC[features.task]
             measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
@@ -605,30 +620,26 @@ def _select(
                 ms = sum(c.ms_per_image for c in best)
                 measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
     return SelectSummary(parent, cfg.table, n, metric or "", measured, selection.recommend(measured),
-                         featurize_seconds=featurize_seconds)
+                         featurize_seconds=featurize_seconds, runtimes={k: r.runtime for k, r in runtimes.items()})
 
 
-def _ms_per_image(sample: DataFrame, spec: FeaturizerSpec, cfg: SelectConfig) -> float:
-    """Wall ms per image of featurizing `cfg.timing_images` of the sample on this cluster
-    (workers already warm from the table run; nothing written)."""
-    some = sample.limit(cfg.timing_images).cache()
+def _ms_per_image(sample: DataFrame, spec: FeaturizerSpec, opts: WorkerOptions, images: int) -> float:
+    """Wall ms per image of featurizing `images` of the sample on this cluster with the
+    table run's options and runtime (workers already warm from that run; nothing written)."""
+    some = sample.limit(images).cache()
     count = some.count()
     began = time.monotonic()
-    featurize_listing(some, spec, WorkerOptions(batch_size=cfg.batch_size)).select("dim").collect()
+    featurize_listing(some, spec, opts).select("dim").collect()
     seconds = time.monotonic() - began
     some.unpersist()
     return 1000 * seconds / max(count, 1)
 
 
-def _candidate(name: str, dim: int, scores, metric: str, ms: float, tracked: bool) -> selection.Candidate:
+def _candidate(name: str, dim: int, scores: Scores, metric: str, ms: float, tracked: bool) -> selection.Candidate:
     mean, std = scores.mean()[metric], scores.std()[metric]
     if tracked:
-        tracking.log_metrics(
-            {**{f"cv_{k}_mean": v for k, v in scores.mean().items()},
-             **{f"cv_{k}_std": v for k, v in scores.std().items()}, "ms_per_image": ms, "dim": dim}
-        )
-        for i, fold in enumerate(scores.folds):
-            tracking.log_metrics({f"fold_{k}": v for k, v in fold.items()}, step=i)
+        tracking.log_metrics({**cv_metrics(scores), "ms_per_image": ms, "dim": dim})
+        log_fold_metrics(scores)
     return selection.Candidate(name, dim, mean, std, ms)
 
 

@@ -89,6 +89,9 @@ def test_select_featurizes_the_sample_into_the_table_and_train_auto_uses_its_cho
         f"tags.`mlflow.parentRunId` = '{summary.run_id}'",
     )
     assert sorted(r.data.tags["imgfeat.candidate"] for r in children) == sorted(names)
+    # Select featurizes and times with the runtime `imgfeat featurize` would use (auto: ONNX on CPU).
+    assert summary.runtimes["efficientnet_lite0"] == "onnxruntime"
+    assert {r.data.tags["imgfeat.candidate"]: r.data.tags["imgfeat.runtime"] for r in children} == summary.runtimes
     assert client.get_run(summary.run_id).data.tags["imgfeat.recommend"] == summary.choice.name
 
     trained = train_run(load_config(TrainConfig, overrides=[
