@@ -607,6 +607,7 @@ def _select(
             _featurize_listed(fcfg, spec, opts, spark, child or uuid.uuid4().hex, listing)
             featurize_seconds += time.monotonic() - began
             ms = _ms_per_image(sample, spec, opts, cfg.timing_images)
+            log.warning("imgfeat: select: cross-validating %s (%d folds)", name, cfg.split.folds)
             scores, features = cross_validate_sample(spark, _train_config(cfg, [name]), sample)
             metric = PRIMARY_METRIC[features.task]
             measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
@@ -616,6 +617,7 @@ def _select(
             names = [c.name for c in best]
             name = selection.PAIR.join(names)
             with tracking.run(cfg.tracking, "select-candidate", {"table": cfg.table, "candidate": name}, nested=True):
+                log.warning("imgfeat: select: cross-validating %s (%d folds)", name, cfg.split.folds)
                 scores, features = cross_validate_sample(spark, _train_config(cfg, names), sample)
                 ms = sum(c.ms_per_image for c in best)
                 measured.append(_candidate(name, features.dim, scores, metric, ms, cfg.tracking.enabled))
@@ -640,6 +642,7 @@ def _candidate(name: str, dim: int, scores: Scores, metric: str, ms: float, trac
     if tracked:
         tracking.log_metrics({**cv_metrics(scores), "ms_per_image": ms, "dim": dim})
         log_fold_metrics(scores)
+    log.warning("imgfeat: select: %s: cv %s %.4f ± %.4f, featurize %.1f ms/img", name, metric, mean, std, ms)
     return selection.Candidate(name, dim, mean, std, ms)
 
 
