@@ -213,7 +213,7 @@ def _pairs(data: Insights) -> str:
         )
     return (
         f"<p class='note'>{c['near_duplicates']} pairs at cosine ≥ {data.about.get('near_duplicate_threshold', '')}; "
-        f"{c['leaking']} straddle test and train/validation (leakage the content-hash split cannot see); "
+        f"{c['leaking']} straddle test and the images trained on (leakage the content-hash split cannot see); "
         f"{c['label_noise']} have different labels.</p>" + "".join(cells)
     )
 

@@ -465,15 +465,7 @@ def _check_counts(rows: DataFrame, task: str, classes: Sequence[str], cfg: Train
     group = F.coalesce(F.concat(F.lit("fold_"), F.col(_FOLD).cast("string")), F.col(_SPLIT))
     counts = {k: int(v) for k, v in rows.groupBy(group.alias("g")).count().collect()}
     if task == "classification":
-        per_class = dict(rows.where(F.col(_SPLIT) != "test").groupBy(_LABEL).count().collect())
-        few = [(classes[int(i)], int(n)) for i, n in sorted(per_class.items()) if n < folds]
-        missing = [c for i, c in enumerate(classes) if float(i) not in per_class]
-        if few or missing:
-            name, n = few[0] if few else (missing[0], 0)
-            raise InputError(
-                f"class {name!r} has {n} non-test image(s), fewer than split.folds = {folds}: "
-                "lower split.folds or label more images of it"
-            )
+        _check_classes_in_folds(rows, classes, folds)
     wanted = ["test", *(f"fold_{i}" for i in range(folds))]
     if any(counts.get(k, 0) < 1 for k in wanted):
         raise InputError(
@@ -481,6 +473,29 @@ def _check_counts(rows: DataFrame, task: str, classes: Sequence[str], cfg: Train
             f"({', '.join(f'{k} {counts.get(k, 0)}' for k in wanted)}); label more images or lower split.folds"
         )
     return {k: counts.get(k, 0) for k in wanted}
+
+
+def _check_classes_in_folds(rows: DataFrame, classes: Sequence[str], folds: int) -> None:
+    """Every class needs `folds` non-test images, spread over at least two folds: a class whose
+    images all hash into one fold is missing from that fold's training rows, and its scores
+    would measure a model that never saw the class."""
+    in_folds = rows.where(F.col(_SPLIT) != "test").groupBy(_LABEL).agg(
+        F.count(F.lit(1)).alias("n"), F.collect_set(_FOLD).alias("folds")
+    )
+    found = {int(r[_LABEL]): (int(r["n"]), sorted(r["folds"])) for r in in_folds.collect()}
+    for i, name in enumerate(classes):
+        n, where = found.get(i, (0, []))
+        if n < folds:
+            raise InputError(
+                f"class {name!r} has {n} non-test image(s), fewer than split.folds = {folds}: "
+                "lower split.folds or label more images of it"
+            )
+        if len(where) < 2:
+            raise InputError(
+                f"class {name!r}: all {n} non-test images fall in fold {where[0]} (folds follow a hash of the "
+                f"image bytes), so that fold's model would never see the class: label more images of it, "
+                "lower split.folds or change split.seed"
+            )
 
 
 def _feature_spec(

@@ -140,7 +140,9 @@ def _table(path: Path) -> dict[str, dict]:
 
 
 def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shipped, spark, tmp_path):
-    images = write_labeled_photos(tmp_path / "images", per_class=5)
+    # 8 per class: with split.folds=2, every class then lies in both folds (train refuses a class
+    # whose images all hash into one fold: that fold's model would never see it).
+    images = write_labeled_photos(tmp_path / "images", per_class=8)
     n = len([p for p in images.rglob("*.jpg")])
     cluster_table, local_table = tmp_path / "emb_cluster", tmp_path / "emb_local"
     done = _submit(

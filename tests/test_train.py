@@ -143,6 +143,23 @@ def test_fewer_images_of_a_class_than_folds_is_one_clear_error(spark, trainset):
         train(spark, _cfg(trainset.table, "split.folds=30", "baselines.raw_pixels=false"))
 
 
+def test_a_class_whose_images_all_hash_into_one_fold_is_one_clear_error(spark, trainset, tmp_path):
+    """That fold's model would never see the class: its fold scores would be meaningless."""
+    from imgfeat.delta import read_table
+
+    split = SplitConfig(folds=2)
+    rows = (read_table(spark, trainset.table).where("featurizer = 'efficientnet_lite0' and status = 'ok'")
+            .withColumn("fold", cv.fold_column(split)).select("path", "fold").collect())
+    in_fold_0 = [r.path for r in rows if r.fold == 0][:3]
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows([("path", "y"), *((r.path, "rare" if r.path in in_fold_0 else r.path.split("/")[-2])
+                                                  for r in rows)])
+    cfg = _cfg(trainset.table, "split.folds=2", "baselines.raw_pixels=false", f"labels.source={labels}", "labels.label=y")
+    with pytest.raises(InputError, match="class 'rare': all 3 non-test images fall in fold 0"):
+        train(spark, cfg)
+
+
 def test_the_removed_validation_share_is_a_clear_config_error():
     with pytest.raises(ConfigError, match="split.validation was removed"):
         load_config(TrainConfig, overrides=["split.validation=0.15"])
