@@ -12,6 +12,7 @@ collect features to the driver (only labels and predictions come back).
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
@@ -58,11 +59,19 @@ class Scores:
     test: dict[str, float]
 
     def mean(self) -> dict[str, float]:
-        return {k: float(np.nanmean([f[k] for f in self.folds])) for k in self.folds[0]}
+        """Mean over the folds that have the metric (AUC is NaN in a fold missing a class)."""
+        return {k: _nan_quiet(np.nanmean, [f[k] for f in self.folds]) for k in self.folds[0]}
 
     def std(self) -> dict[str, float]:
         """Sample standard deviation across folds (ddof 1): the spread a new fold would show."""
-        return {k: float(np.nanstd([f[k] for f in self.folds], ddof=1)) for k in self.folds[0]}
+        return {k: _nan_quiet(np.nanstd, [f[k] for f in self.folds], ddof=1) for k in self.folds[0]}
+
+
+def _nan_quiet(reduce: Callable[..., Any], values: list[float], **kwargs: Any) -> float:
+    """`reduce` of `values`, NaN without a RuntimeWarning when too few are finite."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(reduce(values, **kwargs))
 
 
 def run_folds(fn: Callable[[int], T], folds: int, parallel: int) -> list[T]:

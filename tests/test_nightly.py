@@ -35,7 +35,7 @@ def _nightly_argv(tmp: Path, images: Path, *sets: str) -> list[str]:
         "featurize.featurizer.batch_size=8",
         "train.baselines.linear=false",
         "train.baselines.raw_pixels=false",
-        "train.split.folds=2",  # 5 photos per class: 2 folds leave each class in both
+        "train.split.folds=2",  # 8 photos per class: with 2 folds every class lies in both
         *sets,
     )
     return ["nightly", "--config", str(REPO / "conf" / "nightly.yaml"), "--input", str(images),
@@ -48,7 +48,7 @@ def _versions(model_name: str, uri: str) -> list[str]:
 
 @pytest.mark.slow
 def test_nightly_twice_adds_nothing_and_new_rows_below_threshold_do_not_retrain(spark, tmp_path):
-    images = write_labeled_photos(tmp_path / "images", per_class=5)
+    images = write_labeled_photos(tmp_path / "images", per_class=8)
     n = len(list(images.rglob("*.jpg")))
     argv = _nightly_argv(tmp_path, images, "retrain.min_new_rows=1000", "retrain.min_new_fraction=0.5")
     cfg = nightly_config(build_parser().parse_args(argv))

@@ -32,7 +32,7 @@ def test_notebook_is_databricks_source_with_declared_widgets(name):
 
 @pytest.mark.slow
 def test_notebooks_run_in_order_on_sample_photos(spark, tmp_path):
-    images = write_labeled_photos(tmp_path / "images", per_class=5)
+    images = write_labeled_photos(tmp_path / "images", per_class=8)
     n = len(list(images.rglob("*.jpg")))
     emb, scores = str(tmp_path / "emb"), str(tmp_path / "scores")
     tracking = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
