@@ -136,6 +136,12 @@ def check(p: Plan, cfg: FinetuneConfig) -> None:
         if len(present) < 2:
             names = [p.classes[i] for i in present]
             raise InputError(f"the train split has fewer than two classes ({names}); label more images")
+        unseen = [c for i, c in enumerate(p.classes) if i not in present]
+        if unseen:  # all its non-test images hash into fold 0 (or it has none): the head never learns it
+            raise InputError(
+                f"class {unseen[0]!r} has no images in the folds fine-tuning trains on (1..{cfg.split.folds - 1}): "
+                "label more images of it, lower split.folds or change split.seed"
+            )
     processes = cfg.distributor.num_processes
     if len(p.train) < cfg.batch_size * processes:
         raise InputError(

@@ -146,6 +146,21 @@ def test_bad_input_is_one_line_and_exit_2_before_training(spark, photos, tmp_pat
     assert "finetune: epoch" not in captured.out + captured.err
 
 
+def test_a_class_missing_from_the_trained_folds_is_one_line_exit_2(spark, photos, tmp_path, capsys):
+    """A class whose images all hash into fold 0 (validation) would never be learned."""
+    files = sorted(photos.rglob("*.jpg"))
+    shas = spark.createDataFrame(
+        [(spark_path(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files], "path string, content_sha256 string"
+    )
+    in_fold_0 = [r.path for r in shas.withColumn("fold", fold_column(SplitConfig())).where("fold = 0").collect()][:2]
+    labels = _only(tmp_path, [(spark_path(p), "rare" if spark_path(p) in in_fold_0 else p.parent.name) for p in files], "rare.csv")
+    argv = ["finetune", "--input", str(photos), "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            "--set", f"labels.source={labels}", "--set", "labels.label=y"]
+    assert in_fold_0 and main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "class 'rare' has no images in the folds fine-tuning trains on" in err[0], err
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_a_fine_tuned_featurizer_featurizes_trains_and_scores_like_any_other(spark, photos, tmp_path, monkeypatch):
