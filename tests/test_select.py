@@ -62,16 +62,18 @@ def test_select_featurizes_the_sample_into_the_table_and_train_auto_uses_its_cho
     from imgfeat.runs import select_run, train_run
     from imgfeat.samples import write_labeled_photos
 
-    photos = write_labeled_photos(tmp_path / "photos", classes=("brick", "grass"), per_class=14)
+    # 20 sampled per class (~16 non-test): the sample follows a hash of the path, which changes with
+    # tmp_path, and a class must not land in one fold alone (train refuses that) whatever it is.
+    photos = write_labeled_photos(tmp_path / "photos", classes=("brick", "grass"), per_class=30)
     uri, table = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "emb")
     sets = [f"tracking.uri={uri}", "split.folds=2", "timing_images=4", "batch_size=8"]
     cfg = load_config(SelectConfig, overrides=sets, input=str(photos), table=table,
-                      candidates="efficientnet_lite0", sample=20)
+                      candidates="efficientnet_lite0", sample=40)
     summary = select_run(cfg, spark)
 
     names = [c.name for c in summary.candidates]
     assert names == ["efficientnet_lite0", "grayscale16"]  # one learned candidate: no pair
-    assert summary.sample == 20 and summary.lines()[-1] == f"recommend: {summary.choice.name}"
+    assert summary.sample == 40 and summary.lines()[-1] == f"recommend: {summary.choice.name}"
     best = max(summary.candidates, key=lambda c: c.mean)
     tied = [c for c in summary.candidates if c.mean >= best.mean - best.std]
     assert summary.choice == min(tied, key=lambda c: c.ms_per_image)
@@ -79,9 +81,9 @@ def test_select_featurizes_the_sample_into_the_table_and_train_auto_uses_its_cho
 
     rows = DeltaTable(table).to_pyarrow_table(columns=["path", "featurizer"]).to_pylist()
     by = {f: sorted(r["path"] for r in rows if r["featurizer"] == f) for f in names}
-    assert len(by["efficientnet_lite0"]) == 20 and by["efficientnet_lite0"] == by["grayscale16"]  # the same sample
+    assert len(by["efficientnet_lite0"]) == 40 and by["efficientnet_lite0"] == by["grayscale16"]  # the same sample
     per_class = {label: sum(f"/{label}/" in p for p in by["grayscale16"]) for label in ("brick", "grass")}
-    assert per_class == {"brick": 10, "grass": 10}  # stratified
+    assert per_class == {"brick": 20, "grass": 20}  # stratified
 
     client = MlflowClient(uri)
     children = client.search_runs(
