@@ -549,7 +549,7 @@ def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSu
         with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
             sample = _select_sample(spark, cfg, listing)
             try:
-                summary = _select(cfg, spark, specs, runtimes, sample, parent)
+                summary = _select(cfg, spark, featurizers, specs, runtimes, sample, parent)
             finally:
                 sample.unpersist()
         summary.seconds = time.monotonic() - started
@@ -584,8 +584,8 @@ def _select_sample(spark: SparkSession, cfg: SelectConfig, listing: sources.List
 
 
 def _select(
-    cfg: SelectConfig, spark: SparkSession, specs: dict[str, FeaturizerSpec], runtimes: dict[str, RuntimeChoice],
-    sample: DataFrame, parent: str | None,
+    cfg: SelectConfig, spark: SparkSession, featurizers: dict[str, FeaturizerConfig], specs: dict[str, FeaturizerSpec],
+    runtimes: dict[str, RuntimeChoice], sample: DataFrame, parent: str | None,
 ) -> SelectSummary:
     n = sample.count()
     metric = None
@@ -597,8 +597,7 @@ def _select(
             began = time.monotonic()
             fcfg = FeaturizeConfig(
                 input=cfg.input, table=cfg.table, read=cfg.read, spark=cfg.spark,
-                featurizer=FeaturizerConfig(name=name, batch_size=cfg.batch_size, runtime=cfg.runtime),
-                tracking=TrackingConfig(enabled=False),
+                featurizer=featurizers[name], tracking=TrackingConfig(enabled=False),
             )
             graph = runtimes[name].graph_path
             opts = worker_options(fcfg, ship_graph(spark, graph) if graph else None)
