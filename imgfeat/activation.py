@@ -26,7 +26,7 @@ from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers import Featurizer
 from imgfeat.featurizers.featurizer import TorchFeaturizer
 from imgfeat.featurizers.pooling import pool_shares
-from imgfeat.train import FeatureSpec
+from imgfeat.features import FeatureSpec
 
 
 def unsupported(featurizer: Featurizer) -> str | None:

@@ -29,7 +29,8 @@ from pyspark.sql import types as T
 from imgfeat.decode import decode_image
 from imgfeat.novelty import unit_rows
 from imgfeat.sources import read_bytes
-from imgfeat.train import FeatureSpec, with_features
+from imgfeat.features import FeatureSpec
+from imgfeat.train import with_features
 
 _UNIT = T.StructType([T.StructField("path", T.StringType()), T.StructField("unit", T.ArrayType(T.FloatType()))])
 

@@ -57,7 +57,8 @@ from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.progress import Reporter
 from imgfeat.novelty import NoveltyReference
 from imgfeat.sources import read_bytes
-from imgfeat.train import FeatureSpec, TrainResult, predict_output
+from imgfeat.features import FeatureSpec, predict_output
+from imgfeat.train import TrainResult
 
 #: The file of this package logged as the model's code ("models from code"): it names `ImageModel`.
 MODEL_CODE = "model_code.py"

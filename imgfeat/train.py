@@ -1,9 +1,6 @@
 """Training on the embeddings table (+ tabular columns) with `xgboost.spark`.
 
-Owns: what a model's input is (`FeatureSpec`: featurizers in a fixed order,
-numeric and categorical columns, classes; `assemble` turns embeddings and
-columns into the feature matrix, the same function on Spark workers and in
-the served model), reading the embeddings at one table version, joining
+Owns: building a model's input spec (`imgfeat.features.FeatureSpec`), reading the embeddings at one table version, joining
 labels, inferring the task, fitting `SparkXGBClassifier` /
 `SparkXGBRegressor` by k-fold cross-validation (rounds picked from the
 folds, then a refit on every non-test image) and the baselines (Spark ML
@@ -17,10 +14,9 @@ config's `xgboost:` mapping, never retyped here.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -33,7 +29,8 @@ from imgfeat import cv, delta, reduce
 from imgfeat.config import FeaturizerConfig, LabelsConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing
-from imgfeat.featurizers import FeaturizerSpec, Projection
+from imgfeat.featurizers import FeaturizerSpec
+from imgfeat.features import FeatureSpec, category_text, predict_output
 
 log = logging.getLogger("imgfeat")
 
@@ -61,84 +58,6 @@ _LABEL, _SPLIT, _FOLD = cv.LABEL, cv.SPLIT, cv.FOLD
 _FEATURES = "features"
 _MLFLOW_TYPES = {"string": "string", "boolean": "boolean", "double": "double", "float": "double",
                  "bigint": "long", "int": "long", "smallint": "long", "tinyint": "long"}
-
-
-# ----------------------------------------------------------------------------- features
-@dataclass(frozen=True)
-class FeatureSpec:
-    """How one image (+ its row of columns) becomes the model's feature vector.
-
-    Saved with the model, so training and serving build identical vectors:
-    the featurizers' embeddings in order, then `numeric` columns (missing =
-    NaN), then `categorical` columns as one-hot blocks (unseen value = all
-    zeros) or as the value's index (unseen = NaN).
-    """
-
-    featurizers: tuple[FeaturizerSpec, ...]
-    task: str  # classification | regression
-    classes: tuple[str, ...] = ()  # class names, in label-index order
-    numeric: tuple[str, ...] = ()
-    categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (column, categories seen in train)
-    encoding: str = "onehot"
-    column_types: dict[str, str] = field(default_factory=dict)  # tabular column → MLflow type
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Tabular input columns, in feature order."""
-        return self.numeric + tuple(c for c, _ in self.categorical)
-
-    @property
-    def dim(self) -> int:
-        width = sum(len(cats) if self.encoding == "onehot" else 1 for _, cats in self.categorical)
-        return sum(f.dim for f in self.featurizers) + len(self.numeric) + width
-
-    def assemble(self, embeddings: Sequence[np.ndarray], columns: pd.DataFrame) -> np.ndarray:
-        """(n, dim) float32 features from one (n, d_i) array per featurizer plus the columns."""
-        n = len(columns)
-        parts = [np.asarray(e, dtype=np.float32).reshape(n, -1) for e in embeddings]
-        for name in self.numeric:
-            values = pd.to_numeric(columns[name], errors="coerce").astype("float64")
-            parts.append(values.to_numpy(np.float32, na_value=np.nan).reshape(n, 1))
-        for name, cats in self.categorical:
-            values = columns[name].map(_category_text)
-            if self.encoding == "onehot":
-                parts.append(np.stack([(values == c).to_numpy() for c in cats], axis=1).astype(np.float32))
-            else:
-                index = {c: float(i) for i, c in enumerate(cats)}
-                parts.append(values.map(lambda v: index.get(v, np.nan)).to_numpy(np.float32).reshape(n, 1))
-        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "FeatureSpec":
-        data = json.loads(text)
-        specs = tuple(_featurizer_from_dict(f) for f in data.pop("featurizers"))
-        categorical = tuple((c, tuple(cats)) for c, cats in data.pop("categorical"))
-        return cls(
-            featurizers=specs,
-            categorical=categorical,
-            classes=tuple(data.pop("classes")),
-            numeric=tuple(data.pop("numeric")),
-            **data,
-        )
-
-
-def _featurizer_from_dict(data: dict[str, Any]) -> FeaturizerSpec:
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    if fields.get("projection") is not None:
-        fields["projection"] = Projection(**fields["projection"])
-    return FeaturizerSpec(**fields)
-
-
-def _category_text(value: Any) -> str | None:
-    """Categories compare as text, the same in Spark (cast to string) and pandas."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    return str(value)
 
 
 def resolve_spec(f: FeaturizerConfig) -> FeaturizerSpec:
@@ -433,7 +352,7 @@ def infer_task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
         raise InputError(f"classification needs at least 2 label values, found {values}")
     if len(values) > 10_000:
         raise InputError("more than 10000 label values: set task: regression")
-    return "classification", tuple(_category_text(v) or "" for v in sorted(values))
+    return "classification", tuple(category_text(v) or "" for v in sorted(values))
 
 
 def with_target(
@@ -592,17 +511,6 @@ def xgboost_cv(
     final = _fit_xgboost(rest, task, {**full, "n_estimators": rounds})
     test = cv.evaluate(final, data.where(F.col(_SPLIT) == "test"), task, classes)
     return cv.Scores(fold_scores, test), final, rounds
-
-
-def predict_output(booster: Any, x: np.ndarray, task: str) -> np.ndarray:
-    """A booster's output for the feature rows `x`: values (regression), or (n, classes)
-    probabilities (a binary booster's single column is P(class 1))."""
-    import xgboost
-
-    raw = booster.predict(xgboost.DMatrix(x, missing=np.nan))
-    if task == "regression":
-        return raw.astype(np.float64)
-    return raw if raw.ndim == 2 else np.stack([1.0 - raw, raw], axis=1)
 
 
 def evaluate_on_test_split(

@@ -10,7 +10,7 @@ import xgboost
 from imgfeat.activation import ShapCAM
 from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.featurizers.pooling import global_pool, pool_shares
-from imgfeat.train import FeatureSpec
+from imgfeat.features import FeatureSpec
 
 SIZE, HALF, PATCH = 224, 112, 56
 
