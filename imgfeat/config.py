@@ -242,6 +242,37 @@ class ScoreConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class ServeLimits(Section):
+    """What one request may ask of the served model; checked before any image is decoded."""
+
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body in bytes (Databricks Model Serving caps it at 16 MB); more is HTTP 413."
+    )
+    max_rows: int = Field(256, ge=1, description="Most rows (images or records) in one request; more is HTTP 400.")
+    max_image_bytes: int = Field(
+        12 * 1024 * 1024, ge=1024, description="Largest encoded image in one row; a bigger one is a `too_large` row."
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="Most pixels an image may declare; a bigger one is a `too_large` row, never decoded."
+    )
+    busy_after_s: float = Field(
+        50.0, gt=0, description="GET /ping answers 503 while a request has been scoring longer than this."
+    )
+
+
+class ServePaths(Section):
+    """Server-side `path` input: off unless the deployer names one root the server may read."""
+
+    root: str | None = Field(
+        None,
+        description="Folder (or URL prefix, with allow_urls) that `path` rows may name; null = `path` input refused.",
+    )
+    allow_urls: bool = Field(
+        False, description="Let `path` be a URL under `root` (root must then be a URL, e.g. s3://bucket/images/)."
+    )
+    read_timeout_s: float = Field(5.0, gt=0, description="Seconds one file read may take; slower is a `read_error` row.")
+
+
 class ServeConfig(Section):
     """`imgfeat serve`: a registered model behind MLflow's scoring server (REST)."""
 
@@ -249,6 +280,8 @@ class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 for every interface.")
     port: int = Field(5000, ge=1, le=65535)
     workers: int = Field(1, ge=1, description="Server processes; each loads the model once.")
+    limits: ServeLimits = ServeLimits()
+    paths: ServePaths = ServePaths()
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -8,6 +8,6 @@ that loads the model: a serving worker, a Spark executor, a notebook).
 
 import mlflow
 
-from imgfeat.scoring import ImageModel
+from imgfeat.model import ImageModel
 
 mlflow.models.set_model(ImageModel())

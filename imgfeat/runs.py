@@ -46,6 +46,7 @@ from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing, ship_g
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import BACKBONE_FILE, is_mlflow_uri
 from imgfeat.featurizers.runtime import RuntimeChoice, choose_runtime
+from imgfeat.served_input import ServingPolicy
 from imgfeat.session import get_spark
 from imgfeat.train import PRIMARY_METRIC, TrainResult, join_columns, labeled_rows, read_source, resolve_spec, with_labels
 from imgfeat.train import cross_validate as cross_validate_sample
@@ -837,7 +838,10 @@ def serve_run(
     serving.check_port_free(cfg.host, cfg.port)
     uri = tracking.use_store(cfg.tracking)
     concrete = tracking.registered_version(cfg.model)[2]
-    with serving.Server(concrete, uri, host=cfg.host, port=cfg.port, workers=cfg.workers, output=output()) as server:
+    policy = ServingPolicy(cfg.limits, cfg.paths)
+    with serving.Server(
+        concrete, uri, host=cfg.host, port=cfg.port, workers=cfg.workers, policy=policy, output=output()
+    ) as server:
         on_ready(server.url, concrete, server.wait_ready())
         return server.wait()
 

@@ -1,24 +1,29 @@
-"""A registered model behind MLflow's own REST scoring server (`mlflow models serve`).
+"""A registered model behind MLflow's own REST scoring app, with imgfeat's limits.
 
 Owns: the server's command line and environment, and a running server's
 life: start it, wait until it answers, stop it and every process it started.
-Must not: score or load the model itself (the server loads the logged pyfunc,
-`imgfeat.scoring.ImageModel`, from its code file).
+Must not: score or load the model itself (the server process loads the logged
+pyfunc, `imgfeat.model.ImageModel`, from its code file).
 
-Why a wrapper at all: MLflow starts `uvicorn` from PATH, so `.venv/bin/mlflow
-models serve` without an activated venv fails with `exec: uvicorn: not found`;
-and the model URI must be resolved against imgfeat's store (by default
-`sqlite:///mlflow.db`), not MLflow's own default.
+What runs: uvicorn with `imgfeat/serving_guard.py`, MLflow's own scoring app
+(as `mlflow models serve` runs it) behind a body cap and a truthful health
+check, loaded from a folder of its own so that the model's logged code is the
+only imgfeat in the server. The serving policy (`ServeConfig.limits`,
+`.paths`) reaches the model in `IMGFEAT_SERVING`. The model URI is resolved
+against imgfeat's store (by default `sqlite:///mlflow.db`), not MLflow's own
+default.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -27,26 +32,30 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from imgfeat import serving_guard
 from imgfeat.errors import InputError
+from imgfeat.served_input import SERVING_ENV, ServingPolicy
+
+_GUARD = Path(serving_guard.__file__)
 
 
-def server_command(model_uri: str, host: str, port: int, workers: int) -> list[str]:
-    """`mlflow models serve` for `model_uri` in this interpreter's environment (no conda, no venv of its own)."""
+def server_command(app_dir: str, host: str, port: int, workers: int) -> list[str]:
+    """uvicorn serving `serving_guard` (copied into `app_dir`) in this interpreter's environment."""
     return [
-        sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", model_uri, "--env-manager", "local",
-        "--host", host, "--port", str(port), "--workers", str(workers),
+        sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", f"{_GUARD.stem}:create_app",
+        "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log",
     ]
 
 
-def server_env(tracking_uri: str) -> dict[str, str]:
-    """This environment, with the interpreter's bin folder first on PATH (MLflow
-    runs `uvicorn` from PATH) and the store that holds the model's registry."""
-    bin_dir = str(Path(sys.executable).parent)
+def server_env(tracking_uri: str, model_uri: str, policy: ServingPolicy) -> dict[str, str]:
+    """This environment, with the store that holds the model's registry, the model to
+    load and the serving policy."""
     return {
         **os.environ,
-        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_REGISTRY_URI": tracking_uri,
+        serving_guard.MODEL_ENV: model_uri,
+        SERVING_ENV: policy.to_env(),
     }
 
 
@@ -60,7 +69,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 class Server:
-    """A running `mlflow models serve`; a context manager that always stops it.
+    """A running model server; a context manager that always stops it.
 
     The server runs in its own process group, and is told to stop when this
     process dies (Linux), so no server outlives the process that started it.
@@ -68,12 +77,14 @@ class Server:
 
     def __init__(
         self, model_uri: str, tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
-        output: IO | None = None,
+        policy: ServingPolicy = ServingPolicy(), output: IO | None = None,
     ) -> None:
         self.model_uri, self.host, self.port = model_uri, host, port
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        self._argv = server_command(model_uri, host, port, workers)
-        self._env = server_env(tracking_uri)
+        self._app_dir = tempfile.mkdtemp(prefix="imgfeat-serve-")
+        shutil.copy(_GUARD, self._app_dir)
+        self._argv = server_command(self._app_dir, host, port, workers)
+        self._env = server_env(tracking_uri, model_uri, policy)
         self._output = output
         self.process: subprocess.Popen | None = None
         self._previous_sigterm: Any = None
@@ -91,6 +102,7 @@ class Server:
         try:
             self.stop()
         finally:
+            shutil.rmtree(self._app_dir, ignore_errors=True)
             if self._previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
 
@@ -100,7 +112,7 @@ class Server:
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited with code {self.process.returncode} before answering")
+                raise RuntimeError(f"the model server exited with code {self.process.returncode} before answering")
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as answer:
                     if answer.status == 200:
@@ -108,7 +120,7 @@ class Server:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"mlflow models serve did not answer on {self.url}/ping within {timeout:.0f} s")
+        raise TimeoutError(f"the model server did not answer on {self.url}/ping within {timeout:.0f} s")
 
     def wait(self) -> int:
         """Block until the server exits (Ctrl-C or SIGTERM to this process stop it)."""

@@ -240,7 +240,7 @@ def test_a_worker_without_torch_featurizes_and_scores_from_the_graph(photos, tmp
 import pickle, sys
 import numpy as np, pandas as pd
 from imgfeat.featurize import WorkerOptions, featurize_listing_batches
-from imgfeat.scoring import _load_bundled
+from imgfeat.model import _load_bundled
 spec = pickle.loads(bytes.fromhex({pickle.dumps(spec).hex()!r}))
 files = {files!r}
 listing = pd.DataFrame({{"path": files, "modification_time": pd.Timestamp.now(), "length": 0}})
