@@ -26,6 +26,13 @@ DEFAULT_EXTENSIONS = (
 )
 
 
+#: One wording for the `task` key of train, select and finetune.
+_TASK = (
+    "auto (strings, booleans and integers with <= 20 values are classes, else regression) "
+    "| classification | regression."
+)
+
+
 class Section(BaseModel):
     """Base for every config object: unknown keys are errors, objects are frozen."""
 
@@ -33,52 +40,69 @@ class Section(BaseModel):
 
 
 class SparkConfig(Section):
+    """The Spark session a job runs in (spark-submit's or Databricks' own when one exists)."""
+
     master: str | None = Field(
-        None, description="Spark master; None keeps an existing session's or uses local[*]."
+        None, description="Spark master; null keeps the session spark-submit or Databricks gives, else local[*]."
     )
-    app_name: str = "imgfeat"
-    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    app_name: str = Field("imgfeat", description="Spark application name (unused when a session already exists).")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, e.g. {spark.executor.memory: 4g}.")
 
 
 class TrackingConfig(Section):
-    enabled: bool = True
+    """MLflow: where runs, models and the model registry live."""
+
+    enabled: bool = Field(True, description="Log the run (params, metrics, lineage tags) and its model to MLflow.")
     uri: str | None = Field(
         None,
-        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.",
+        description="MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.",
     )
-    experiment: str = "imgfeat"
+    experiment: str = Field("imgfeat", description="MLflow experiment the runs are logged under.")
 
 
 class FeaturizerConfig(Section):
-    name: str = "efficientnet_lite0"
+    """A featurizer: registry name, weights and every option that changes its numbers (all in its fingerprint)."""
+
+    name: str = Field(
+        "efficientnet_lite0", description="Registry name (`imgfeat featurizers` lists them); any timm model name works."
+    )
     weights: str = Field(
-        "default", description="default | hub | random | a checkpoint path or URI | models:/NAME/VERSION|latest | runs:/ID/path."
+        "default", description="default (offline package weights, else the hub) | hub | random (tests) | a checkpoint path or URI "
+        "| models:/NAME/VERSION | models:/NAME/latest | runs:/ID/path."
     )
-    weights_sha256: str | None = Field(None, description="Pin: refuse weights with another hash.")
-    pooling: Literal["avg", "max", "avgmax", "gem"] = "avg"
-    gem_p: float = 3.0
-    layers: tuple[int, ...] = (-1,)
-    fold_bn: bool = Field(True, description="Fold BatchNorm into convs: same numbers within 1e-4, faster.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    weights_sha256: str | None = Field(None, description="Optional pin: refuse weights whose sha256 differs.")
+    pooling: Literal["avg", "max", "avgmax", "gem"] = Field(
+        "avg", description="Global pooling of the final feature map: avg | max | avgmax | gem."
+    )
+    gem_p: float = Field(3.0, description="p of GeM pooling (pooling: gem).")
+    layers: tuple[int, ...] = Field(
+        (-1,), description="Feature levels pooled and concatenated: [-1] = the final stage, [-1, -2] = also the one before."
+    )
+    fold_bn: bool = Field(True, description="Fold BatchNorm into the convolutions: same numbers within 1e-4, faster on CPU; false = the network as published.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (the task's GPU if Spark assigned one, else CPU) | cpu | cuda."
+    )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto", description="auto: ONNX Runtime on CPU when the exported graph matches torch within 1e-4, else torch."
+        "auto", description="auto (ONNX Runtime on CPU when the exported graph matches torch within 1e-4, else torch) | torch | onnxruntime."
     )
-    onnx_cache: str = Field("~/.cache/imgfeat/onnx", description="Driver folder of exported ONNX graphs.")
-    autocast: bool = Field(True, description="On CUDA: bf16 (else fp16) autocast; false = fp32. No effect on CPU.")
-    batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
+    onnx_cache: str = Field("~/.cache/imgfeat/onnx", description="Driver folder where exported ONNX graphs are cached (re-exported if their bytes change).")
+    autocast: bool = Field(True, description="On a GPU, run under bf16 (else fp16) autocast, about 2x faster; false = fp32; no effect on CPU.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass (GPU: 128-256).")
     dim: int | None = Field(
-        None, ge=1, description="Reduce to this many dims with a PCA basis fitted once and kept with the table."
+        None, ge=1, description="Reduce embeddings to this many dims with a PCA basis fitted once and kept with the table; null = full size."
     )
     pca_sample: int = Field(5000, ge=2, description="Images the PCA basis is fitted on.")
 
 
 class ReadConfig(Section):
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    """Which files are read, and the memory guards on reading and decoding them."""
+
+    extensions: tuple[str, ...] = Field(DEFAULT_EXTENSIONS, description="File extensions to read (case-insensitive).")
     max_bytes_per_batch: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Bound on encoded bytes held per worker batch."
+        64 * 1024 * 1024, ge=1024, description="Bound on encoded bytes a worker holds in flight (memory guard for big photos)."
     )
-    max_pixels: int = Field(100_000_000, ge=1, description="Decompression-bomb guard.")
-    decode_threads: int = Field(0, ge=0, description="0 = one per task core.")
+    max_pixels: int = Field(100_000_000, ge=1, description="Decompression-bomb guard: an image with more pixels is a row with status too_large.")
+    decode_threads: int = Field(0, ge=0, description="Decode threads per task; 0 = one per task core.")
     files_per_partition: int = Field(
         256, ge=1, description="Listing rows per Spark task (more tasks = better balance)."
     )
@@ -87,8 +111,8 @@ class ReadConfig(Section):
 class FeaturizeConfig(Section):
     """`imgfeat featurize`: images under `input` → rows in the Delta table at `table`."""
 
-    input: str | None = Field(None, description="Directory, glob or URI (required).")
-    table: str = "warehouse/embeddings"
+    input: str | None = Field(None, description="Images: a directory, glob or any URI Spark's binaryFile source reads (recursive); required.")
+    table: str = Field("warehouse/embeddings", description="Delta table of embeddings (local path, s3://, abfss://, dbfs:/ ...).")
     featurizer: FeaturizerConfig = FeaturizerConfig()
     read: ReadConfig = ReadConfig()
     spark: SparkConfig = SparkConfig()
@@ -105,10 +129,14 @@ class SourceConfig(Section):
 
 
 class LabelsConfig(SourceConfig):
+    """Labels (and tabular feature columns) keyed by `path`; no source: the parent folder name is the label."""
+
     label: str = Field("folder", description="`folder` = the image's parent folder name, or a column of `source`.")
-    numeric: tuple[str, ...] = Field((), description="Numeric columns of `source` used as features.")
+    numeric: tuple[str, ...] = Field((), description="Numeric columns of `source` added to the features (missing values are NaN).")
     categorical: tuple[str, ...] = Field((), description="Categorical columns of `source` used as features.")
-    encoding: Literal["onehot", "index"] = "onehot"
+    encoding: Literal["onehot", "index"] = Field(
+        "onehot", description="Categorical columns as onehot (a 0/1 feature per value seen in train) or index (a number)."
+    )
 
 
 class SplitConfig(Section):
@@ -120,7 +148,7 @@ class SplitConfig(Section):
     parallel: int = Field(
         0, ge=0, description="Fold fits at once: 0 = as many as Spark has task slots for (at most `folds`)."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the hash that assigns images to test and folds.")
 
     @model_validator(mode="before")
     @classmethod
@@ -135,29 +163,34 @@ class SplitConfig(Section):
 
 
 class BaselinesConfig(Section):
+    """Baselines fitted beside XGBoost on the same split, to put its metrics in context."""
+
     linear: bool = Field(True, description="Spark ML logistic / linear regression on the same features.")
     raw_pixels: bool = Field(True, description="XGBoost on a tiny grayscale thumbnail (leakage check).")
-    raw_pixel_featurizer: str = "grayscale16"
+    raw_pixel_featurizer: str = Field("grayscale16", description="Featurizer of the raw-pixel baseline.")
     leakage_margin: float = Field(0.02, ge=0, description="Warn if raw pixels come within this of the model.")
-    linear_reg_param: float = Field(0.01, ge=0)
+    linear_reg_param: float = Field(
+        0.01, ge=0, description="L2 regularization (regParam) of the linear baseline; features are standardized."
+    )
 
 
 class TrainConfig(Section):
     """`imgfeat train`: embeddings (+ tabular columns) → XGBoost on Spark → MLflow model."""
 
-    table: str = "warehouse/embeddings"
-    version: int | None = Field(None, ge=0, description="Delta version to read; None = latest.")
+    table: str = Field("warehouse/embeddings", description="Embeddings Delta table written by `imgfeat featurize`.")
+    version: int | None = Field(None, ge=0, description="Table version to read (time travel), recorded as lineage; null = the latest.")
     featurizers: tuple[FeaturizerConfig, ...] = Field(
-        (FeaturizerConfig(),), min_length=1, description="Names or featurizer sections, concatenated in order."
+        (FeaturizerConfig(),), min_length=1, description="Featurizers whose embeddings are concatenated, in order: names or featurizer sections "
+        "(comma-separated names on the command line; auto = the latest `imgfeat select` choice for the table)."
     )
     labels: LabelsConfig = LabelsConfig()
-    task: Literal["auto", "classification", "regression"] = "auto"
+    task: Literal["auto", "classification", "regression"] = Field("auto", description=_TASK)
     split: SplitConfig = SplitConfig()
     xgboost: dict[str, Any] = Field(
-        default_factory=dict, description="xgboost.spark estimator params, over imgfeat's defaults."
+        default_factory=dict, description="Params of xgboost.spark's SparkXGBClassifier / SparkXGBRegressor, merged over imgfeat's defaults."
     )
     baselines: BaselinesConfig = BaselinesConfig()
-    model_name: str | None = Field("imgfeat", description="Registered MLflow model name; None = don't register.")
+    model_name: str | None = Field("imgfeat", description="Registered MLflow model name (a new version per run); null = log the model in the run only.")
     alias: str | None = Field(
         None,
         description="Point this alias (e.g. champion) at the registered version; nightly: only when it beats "
@@ -194,17 +227,17 @@ class SelectConfig(Section):
     real table), cross-validate each, recommend one (see `imgfeat.selection` for the rule)."""
 
     input: str | None = Field(None, description="Directory, glob or URI of the images (required).")
-    table: str = "warehouse/embeddings"
+    table: str = Field("warehouse/embeddings", description="Embeddings Delta table the sample is featurized into.")
     candidates: tuple[str, ...] = Field(
         (), description="Featurizer names; empty = every featurizer whose default weights are available offline."
     )
     floor: str | None = Field("grayscale16", description="Baseline candidate always tried; null = none.")
     pair: bool = Field(True, description="Also try the two best candidates' embeddings concatenated.")
     sample: int = Field(1000, ge=10, description="Labeled images featurized and cross-validated (stratified).")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the stratified sample.")
     timing_images: int = Field(64, ge=1, description="Images each candidate is timed on (after it is warm).")
     labels: LabelsConfig = LabelsConfig()
-    task: Literal["auto", "classification", "regression"] = "auto"
+    task: Literal["auto", "classification", "regression"] = Field("auto", description=_TASK)
     split: SplitConfig = SplitConfig()
     xgboost: dict[str, Any] = Field(default_factory=dict, description="As train's `xgboost:`.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
@@ -228,11 +261,13 @@ class ScoreConfig(Section):
         None, description="models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, runs:/ID/model."
     )
     input: str | None = Field(None, description="Directory, glob or URI of images (required).")
-    output: str = "warehouse/scores"
+    output: str = Field("warehouse/scores", description="Scores Delta table: one row per (path, model_name, model_version).")
     table: str | None = Field(
-        "warehouse/embeddings", description="Embeddings table whose rows are reused; None = featurize all."
+        "warehouse/embeddings", description="Embeddings table whose rows are reused; null = featurize every image."
     )
-    tabular: SourceConfig = SourceConfig()
+    tabular: SourceConfig = Field(
+        SourceConfig(), description="The tabular feature columns the model was trained with, keyed by `path`."
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass.")
     novelty_threshold: float = Field(
         99.0, ge=0, le=100, description="Count images whose novelty percentile is at least this."
@@ -278,7 +313,7 @@ class ServeConfig(Section):
 
     model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@alias.")
     host: str = Field("127.0.0.1", description="Interface to listen on; 0.0.0.0 for every interface.")
-    port: int = Field(5000, ge=1, le=65535)
+    port: int = Field(5000, ge=1, le=65535, description="TCP port of the REST API (POST /invocations, GET /ping).")
     workers: int = Field(1, ge=1, description="Server processes; each loads the model once.")
     limits: ServeLimits = ServeLimits()
     paths: ServePaths = ServePaths()
@@ -308,7 +343,7 @@ class FinetuneConfig(Section):
         description="The network to start from (name, weights, pooling, gem_p, layers); the other keys are unused.",
     )
     labels: LabelsConfig = LabelsConfig()
-    task: Literal["auto", "classification", "regression"] = "auto"
+    task: Literal["auto", "classification", "regression"] = Field("auto", description=_TASK)
     split: SplitConfig = SplitConfig()
     epochs: int = Field(2, ge=1, description="Passes over the train split.")
     batch_size: int = Field(16, ge=2, le=4096, description="Images per step and process.")
@@ -321,10 +356,10 @@ class FinetuneConfig(Section):
         True, description="Keep BatchNorm running statistics (small per-process batches make them noisy)."
     )
     mixed_precision: bool = Field(True, description="On GPU: bf16 (else fp16) autocast. No effect on CPU.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the head's initialization and the order of the images.")
     distributor: DistributorConfig = DistributorConfig()
     model_name: str | None = Field(
-        "imgfeat-finetuned", description="Registered MLflow model name of the featurizer; None = don't register."
+        "imgfeat-finetuned", description="Registered MLflow model name of the fine-tuned featurizer; null = don't register."
     )
     output: str | None = Field(None, description="Also write the backbone checkpoint to this file path.")
     read: ReadConfig = ReadConfig()
@@ -363,15 +398,15 @@ class InsightsConfig(Section):
     """`imgfeat insights`: a registered model + its embeddings table → one HTML report + an MLflow run."""
 
     model: str | None = Field(None, description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@alias.")
-    table: str | None = Field(None, description="Embeddings table; None = the one the model was trained on.")
+    table: str | None = Field(None, description="Embeddings table; null = the one the model was trained on.")
     output: str = Field("insights", description="Folder for report.html.")
     sample: int | None = Field(
-        None, ge=2, description="Images projected; None = 2000 or all if fewer. More than the table has is an error."
+        None, ge=2, description="Images projected; null = 2000 or all if fewer (more than the table has is an error)."
     )
     projection: Literal["umap", "trimap", "pca"] = Field(
         "umap", description="umap: repeatable for a seed; trimap: DataRobot's, not bit-repeatable; pca: linear, instant."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the sample and the projection.")
     thumbnail_px: int = Field(64, ge=16, le=256, description="Longest side of the embedded thumbnails.")
     near_duplicates: NearDuplicatesConfig = NearDuplicatesConfig()
     outliers: OutliersConfig = OutliersConfig()
@@ -385,13 +420,15 @@ class InsightsConfig(Section):
 class RetrainPolicy(Section):
     """When the nightly job retrains: enough `ok` rows new or changed since its last training."""
 
-    min_new_rows: int | None = Field(1000, ge=1, description="Retrain at this many new rows; None = off.")
+    min_new_rows: int | None = Field(1000, ge=1, description="Retrain at this many new or changed rows; null = off.")
     min_new_fraction: float | None = Field(
-        0.05, gt=0, description="Or at this share of the rows the model was trained on; None = off."
+        0.05, gt=0, description="Or at this share of the rows the model was trained on; null = off."
     )
 
 
 class LockConfig(Section):
+    """The table's lock (<table>/_imgfeat_lock), held for the whole nightly run."""
+
     stale_after_hours: float = Field(
         12.0, gt=0, description="A lock older than this is taken over (a dead owner on this host: at once)."
     )
@@ -405,7 +442,7 @@ class MaintainConfig(Section):
     vacuum_retention_hours: int | None = Field(
         168,
         ge=168,
-        description="Delete files no version of the last this-many hours uses (min 168, Delta's default); None = never.",
+        description="Delete files no version of the last this-many hours uses (min 168, Delta's default); null = never.",
     )
 
 
@@ -422,14 +459,20 @@ class NightlyConfig(Section):
     does not set its own.
     """
 
-    featurize: FeaturizeConfig = FeaturizeConfig()
-    train: TrainConfig = TrainConfig()
-    score: ScoreConfig = ScoreConfig()
+    featurize: FeaturizeConfig = Field(
+        FeaturizeConfig(), description="The featurize step: keys of conf/featurize.yaml; its table is train's and score's."
+    )
+    train: TrainConfig = Field(TrainConfig(), description="The train step: keys of conf/train.yaml; alias defaults to champion.")
+    score: ScoreConfig = Field(
+        ScoreConfig(), description="The score step: keys of conf/score.yaml; input defaults to featurize.input."
+    )
     retrain: RetrainPolicy = RetrainPolicy()
     lock: LockConfig = LockConfig()
     maintain: MaintainConfig = MaintainConfig()
-    spark: SparkConfig = SparkConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    spark: SparkConfig = Field(SparkConfig(), description="Spark settings of every step that does not set its own.")
+    tracking: TrackingConfig = Field(
+        TrackingConfig(), description="MLflow settings of every step that does not set its own (keep enabled: score uses the model train registers)."
+    )
 
     @model_validator(mode="before")
     @classmethod
