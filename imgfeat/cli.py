@@ -16,7 +16,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args, get_origin
 
 from imgfeat import console
 from imgfeat.errors import ImgfeatError
@@ -27,14 +27,7 @@ Command = Callable[[argparse.Namespace], int]
 def _featurize(args: argparse.Namespace) -> int:
     from imgfeat.config import FeaturizeConfig, load_config
 
-    cfg = load_config(
-        FeaturizeConfig,
-        args.config,
-        args.set,
-        input=args.input,
-        table=args.table,
-        **{"featurizer.name": args.featurizer, "featurizer.weights": args.weights},
-    )
+    cfg = load_config(FeaturizeConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import featurize_run  # torch, Spark: only once the config is good
 
     summary = featurize_run(cfg)
@@ -47,8 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     from imgfeat.config import TrainConfig, load_config
     from imgfeat.runs import train_run
 
-    featurizers = args.featurizers.split(",") if args.featurizers else None
-    cfg = load_config(TrainConfig, args.config, args.set, table=args.table, version=args.version, featurizers=featurizers)
+    cfg = load_config(TrainConfig, args.config, args.set, **config_flags(args))
     print("\n".join(train_run(cfg).lines()), flush=True)
     return 0
 
@@ -56,10 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 def _select(args: argparse.Namespace) -> int:
     from imgfeat.config import SelectConfig, load_config
 
-    cfg = load_config(
-        SelectConfig, args.config, args.set, input=args.input, table=args.table,
-        candidates=args.candidates, sample=args.sample,
-    )
+    cfg = load_config(SelectConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import select_run  # torch, Spark: only once the config is good
 
     print("\n".join(select_run(cfg).lines()), flush=True)
@@ -69,9 +58,7 @@ def _select(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from imgfeat.config import ScoreConfig, load_config
 
-    cfg = load_config(
-        ScoreConfig, args.config, args.set, model=args.model, input=args.input, output=args.output, table=args.table
-    )
+    cfg = load_config(ScoreConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import score_run  # torch, Spark: only once the config is good
 
     print(score_run(cfg).line(), flush=True)
@@ -81,7 +68,7 @@ def _score(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from imgfeat.config import FinetuneConfig, load_config
 
-    cfg = load_config(FinetuneConfig, args.config, args.set, input=args.input, model_name=args.model_name)
+    cfg = load_config(FinetuneConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import finetune_run  # torch, Spark: only once the config is good
 
     summary = finetune_run(cfg)
@@ -93,10 +80,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _insights(args: argparse.Namespace) -> int:
     from imgfeat.config import InsightsConfig, load_config
 
-    cfg = load_config(
-        InsightsConfig, args.config, args.set, model=args.model, table=args.table, output=args.output,
-        sample=args.sample, projection=args.projection,
-    )
+    cfg = load_config(InsightsConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import insights_run  # torch, Spark: only once the config is good
 
     print(insights_run(cfg).line(), flush=True)
@@ -116,9 +100,7 @@ def nightly_config(args: argparse.Namespace):  # -> NightlyConfig
     """The config `imgfeat nightly ARGS` runs with (also checks the bundle's task parameters)."""
     from imgfeat.config import NightlyConfig, load_config
 
-    return load_config(
-        NightlyConfig, args.config, args.set, **{"featurize.input": args.input, "featurize.table": args.table}
-    )
+    return load_config(NightlyConfig, args.config, args.set, **config_flags(args))
 
 
 def _nightly(args: argparse.Namespace) -> int:
@@ -165,9 +147,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from imgfeat.config import ServeConfig, load_config
 
-    cfg = load_config(
-        ServeConfig, args.config, args.set, model=args.model, host=args.host, port=args.port, workers=args.workers
-    )
+    cfg = load_config(ServeConfig, args.config, args.set, **config_flags(args))
     from imgfeat.runs import serve_run
 
     def ready(url: str, model: str, seconds: float) -> None:
@@ -201,65 +181,113 @@ class Subcommand:
     example: str | None = None  # shown under the command's --help
 
 
-_INPUT_HELP = "directory, glob or URI of images (recursive)"
-_MODEL_HELP = "models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias"
+#: argparse `dest` prefix of a flag that sets a config key: `config_flags` collects them.
+_KEY = "config:"
+
+
+def flag(
+    parser: argparse.ArgumentParser, name: str, cls: type, key: str, *,
+    metavar: str | None = None, parse: Callable[[str], Any] | None = None,
+) -> None:
+    """`name` sets config key `key` of `cls`; its help is the field's description and default.
+
+    Why: a setting is declared once, in `imgfeat.config` (as pyspark.ml's `Param(doc=...)`),
+    so the flag, the conf/*.yaml comment, the docs row and the notebook widget cannot
+    disagree. The flag's own default stays None: an unset flag leaves the file's value.
+    """
+    from imgfeat.settings_doc import setting
+
+    s = setting(cls, key)
+    kinds = [a for a in get_args(s.field.annotation) if a is not type(None)] or [s.field.annotation]
+    literal = get_origin(s.field.annotation) is Literal
+    convert = parse or next((k for k in (int, float) if k in kinds), None)
+    shown = "" if s.default is None else f" (default {s.default_text})"
+    parser.add_argument(
+        name, dest=_KEY + key, metavar=None if literal else metavar or key.rsplit(".", 1)[-1].upper(),
+        type=convert, choices=get_args(s.field.annotation) if literal else None,
+        help=(s.description + shown).replace("%", "%%"),
+    )
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys the command line's flags set: {dotted key: value} for `load_config`."""
+    return {k.removeprefix(_KEY): v for k, v in vars(args).items() if k.startswith(_KEY) and v is not None}
+
+
+def _names(text: str) -> list[str]:
+    """`a,b` → [a, b]: a list-valued key given as one flag."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _featurize_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
-    p.add_argument("--table", metavar="PATH", help="Delta table path (default warehouse/embeddings)")
-    p.add_argument("--featurizer", metavar="NAME", help="registry name, e.g. efficientnet_lite0, resnet50 (see `imgfeat featurizers`)")
-    p.add_argument("--weights", metavar="WEIGHTS", help="default | hub | random | checkpoint path/URI | models:/NAME/latest | runs:/ID/path")
+    from imgfeat.config import FeaturizeConfig as C
+
+    flag(p, "--input", C, "input", metavar="URI")
+    flag(p, "--table", C, "table", metavar="PATH")
+    flag(p, "--featurizer", C, "featurizer.name", metavar="NAME")
+    flag(p, "--weights", C, "featurizer.weights", metavar="WEIGHTS")
     p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON")
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--table", metavar="PATH", help="embeddings Delta table (default warehouse/embeddings)")
-    p.add_argument("--version", type=int, metavar="N", help="table version to train on (default: latest)")
-    p.add_argument(
-        "--featurizers", metavar="NAMES",
-        help="comma-separated featurizers to concatenate, or `auto`: the latest `imgfeat select` choice for the table",
-    )
+    from imgfeat.config import TrainConfig as C
+
+    flag(p, "--table", C, "table", metavar="PATH")
+    flag(p, "--version", C, "version", metavar="N")
+    flag(p, "--featurizers", C, "featurizers", metavar="NAMES", parse=_names)
 
 
 def _select_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
-    p.add_argument("--table", metavar="PATH", help="embeddings Delta table the sample is featurized into (default warehouse/embeddings)")
-    p.add_argument("--candidates", metavar="NAMES", help="comma-separated featurizers (default: all with offline weights)")
-    p.add_argument("--sample", type=int, metavar="N", help="labeled images to try them on (default 1000, stratified)")
+    from imgfeat.config import SelectConfig as C
+
+    flag(p, "--input", C, "input", metavar="URI")
+    flag(p, "--table", C, "table", metavar="PATH")
+    flag(p, "--candidates", C, "candidates", metavar="NAMES")
+    flag(p, "--sample", C, "sample", metavar="N")
 
 
 def _finetune_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="URI", help="directory, glob or URI of the labeled images (recursive)")
-    p.add_argument("--model-name", metavar="NAME", help="registered name of the fine-tuned featurizer (default imgfeat-finetuned)")
+    from imgfeat.config import FinetuneConfig as C
+
+    flag(p, "--input", C, "input", metavar="URI")
+    flag(p, "--model-name", C, "model_name", metavar="NAME")
     p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, epochs, weights) as JSON")
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
-    p.add_argument("--input", metavar="URI", help=_INPUT_HELP)
-    p.add_argument("--output", metavar="PATH", help="scores Delta table (default warehouse/scores)")
-    p.add_argument("--table", metavar="PATH", help="embeddings table to reuse rows from (default warehouse/embeddings)")
+    from imgfeat.config import ScoreConfig as C
+
+    flag(p, "--model", C, "model", metavar="URI")
+    flag(p, "--input", C, "input", metavar="URI")
+    flag(p, "--output", C, "output", metavar="PATH")
+    flag(p, "--table", C, "table", metavar="PATH")
 
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
-    p.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 = every interface)")
-    p.add_argument("--port", type=int, help="TCP port (default 5000)")
-    p.add_argument("--workers", type=int, metavar="N", help="server processes, each with the model loaded (default 1)")
+    from imgfeat.config import ServeConfig as C
+
+    flag(p, "--model", C, "model", metavar="URI")
+    flag(p, "--host", C, "host", metavar="HOST")
+    flag(p, "--port", C, "port", metavar="PORT")
+    flag(p, "--workers", C, "workers", metavar="N")
+    flag(p, "--paths-root", C, "paths.root", metavar="DIR")
 
 
 def _insights_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="URI", help=_MODEL_HELP)
-    p.add_argument("--table", metavar="PATH", help="embeddings table (default: the one the model was trained on)")
-    p.add_argument("--output", metavar="DIR", help="folder for report.html (default insights)")
-    p.add_argument("--sample", type=int, metavar="N", help="images projected (default 2000, or all if fewer)")
-    p.add_argument("--projection", choices=["umap", "trimap", "pca"], help="2-D projection (default umap)")
+    from imgfeat.config import InsightsConfig as C
+
+    flag(p, "--model", C, "model", metavar="URI")
+    flag(p, "--table", C, "table", metavar="PATH")
+    flag(p, "--output", C, "output", metavar="DIR")
+    flag(p, "--sample", C, "sample", metavar="N")
+    flag(p, "--projection", C, "projection")
 
 
 def _nightly_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", metavar="URI", help="images to featurize (featurize.input; score.input defaults to it)")
-    p.add_argument("--table", metavar="PATH", help="embeddings table (featurize.table, shared by train and score)")
+    from imgfeat.config import NightlyConfig as C
+
+    flag(p, "--input", C, "featurize.input", metavar="URI")
+    flag(p, "--table", C, "featurize.table", metavar="PATH")
     p.add_argument(
         "--step", action="append", choices=["featurize", "train", "score"],
         help="run only this step (repeatable; default all three, in order)",
@@ -279,7 +307,8 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
 
 
 #: In the order a user runs them; `imgfeat --help` lists them so. A new command is
-#: a `_<name>` run function, a `_<name>_flags` function, a conf/<name>.yaml and one line here.
+#: a `_<name>` run function, a `_<name>_flags` function (`flag` per config key), a ConfFile in
+#: `imgfeat.settings_doc` (which writes conf/<name>.yaml) and one line here.
 SUBCOMMANDS = (
     Subcommand(
         "featurize", "images → embeddings Delta table (only new or changed images)", _featurize, _featurize_flags,
