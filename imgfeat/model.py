@@ -339,10 +339,6 @@ def log_model(
     scores with ONNX Runtime (and without torch) where `prefer_graph` says so.
     `novelty`, when given, ships with the model and fills the `novelty` output.
     """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import Array
-
     spec = result.features
     with tempfile.TemporaryDirectory(prefix="imgfeat-model-") as tmp:
         artifacts = {
@@ -356,36 +352,75 @@ def log_model(
         if novelty is not None:
             artifacts[NOVELTY_ARTIFACT] = str(Path(tmp, "novelty.npz"))
             novelty.save(artifacts[NOVELTY_ARTIFACT])
-        inputs = Schema(
-            [ColSpec("string", "content", required=False), ColSpec("string", "path", required=False)]
-            + [ColSpec(spec.column_types[c], c) for c in spec.columns]
-        )
-        outputs = Schema(
-            [
-                ColSpec("double", "prediction"),
-                ColSpec("string", "predicted_class", required=False),
-                ColSpec(Array("double"), "probabilities", required=False),
-                ColSpec("double", "novelty", required=False),
-                ColSpec("string", "status"),
-                ColSpec("string", "error", required=False),
-            ]
-        )
         from imgfeat.sources import read_bytes  # logging runs beside Spark; loading never comes here
 
-        example = pd.DataFrame(
-            [{"content": read_bytes(result.example["path"]), **{c: result.example[c] for c in spec.columns}}]
-        )
-        package = _served_code(Path(tmp, "code"))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(Path(package, MODEL_CODE)),  # models from code: loading unpickles nothing
-            artifacts=artifacts,
-            signature=ModelSignature(inputs=inputs, outputs=outputs),
-            input_example=example,
-            registered_model_name=registered_name,
-            code_paths=[package],
-            pip_requirements=_requirements(),
-        )
+        example = {"content": read_bytes(result.example["path"]), **{c: result.example[c] for c in spec.columns}}
+        return _log(artifacts, spec, example, registered_name, Path(tmp))
+
+
+def relog(local_dir: str, registered_name: str | None) -> LoggedModel:
+    """Log a downloaded model again, into the active run, with this imgfeat's code and
+    the same artifacts (booster, weights, graphs, PCA bases, novelty reference): the
+    same predictions under today's serving rules."""
+    from mlflow.models import Model
+
+    meta = Model.load(local_dir)
+    logged = meta.flavors.get("python_function", {}).get("artifacts") or {}
+    if FEATURES_ARTIFACT not in logged:
+        raise InputError(f"{local_dir} is not an imgfeat image model (no {FEATURES_ARTIFACT!r} artifact)")
+    artifacts = {name: str(Path(local_dir, a["path"])) for name, a in logged.items()}
+    spec = FeatureSpec.from_json(Path(artifacts[FEATURES_ARTIFACT]).read_text())
+    example = meta.load_input_example(local_dir)
+    row = example.iloc[0].to_dict() if isinstance(example, pd.DataFrame) and len(example) else None
+    if row is None:
+        raise InputError(f"{local_dir} holds no input example to log the model with: retrain it with `imgfeat train`")
+    with tempfile.TemporaryDirectory(prefix="imgfeat-model-") as tmp:
+        return _log(artifacts, spec, row, registered_name, Path(tmp))
+
+
+def follows_serving_rules(local_dir: str) -> bool:
+    """Whether a downloaded model's logged code applies the serving policy (paths off by
+    default, limits, fixed messages): versions logged before it read any path a client names."""
+    from mlflow.models import Model
+
+    code = Model.load(local_dir).flavors.get("python_function", {}).get("code")
+    return bool(code) and Path(local_dir, code, "imgfeat", "served_input.py").is_file()
+
+
+def _log(
+    artifacts: Mapping[str, str], spec: FeatureSpec, example: Mapping[str, Any], registered_name: str | None,
+    tmp: Path,
+) -> LoggedModel:
+    """`mlflow.pyfunc.log_model` as code, with `SERVED_CODE`, the signature and pinned requirements."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
+
+    inputs = Schema(
+        [ColSpec("string", "content", required=False), ColSpec("string", "path", required=False)]
+        + [ColSpec(spec.column_types[c], c) for c in spec.columns]
+    )
+    outputs = Schema(
+        [
+            ColSpec("double", "prediction"),
+            ColSpec("string", "predicted_class", required=False),
+            ColSpec(Array("double"), "probabilities", required=False),
+            ColSpec("double", "novelty", required=False),
+            ColSpec("string", "status"),
+            ColSpec("string", "error", required=False),
+        ]
+    )
+    package = _served_code(tmp / "code")
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(package, MODEL_CODE)),  # models from code: loading unpickles nothing
+        artifacts=dict(artifacts),
+        signature=ModelSignature(inputs=inputs, outputs=outputs),
+        input_example=pd.DataFrame([dict(example)]),
+        registered_model_name=registered_name,
+        code_paths=[package],
+        pip_requirements=_requirements(),
+    )
     registered = info.registered_model_version
     return LoggedModel(info.model_uri, registered_name if registered else None,
                        str(registered) if registered else None)

@@ -237,3 +237,35 @@ def test_twenty_concurrent_requests_then_the_readme_request_still_answers_right(
     with urllib.request.urlopen(f"{server.url}/ping", timeout=5) as ping:
         assert ping.status == 200
     _assert_readme_request_answers_right(server, trainset)
+
+
+def test_loading_the_registered_model_imports_no_job_table_training_or_tracking_code(trainset, tmp_path):
+    """`mlflow.pyfunc.load_model` in a fresh process, as a server does: imgfeat's Spark-job,
+    Delta, session, tracking, training and CV modules, xgboost.spark and deltalake stay out,
+    and the logged code holds only what scoring needs."""
+    import subprocess
+    import sys
+
+    from imgfeat.model import SERVED_CODE
+
+    probe = (
+        "import json, sys, mlflow.pyfunc\n"
+        f"mlflow.set_tracking_uri({trainset.tracking_uri!r}); mlflow.set_registry_uri({trainset.tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model('models:/{MODEL_NAME}/1')\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'code': model.metadata.flavors['python_function']['code']}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    modules = set(loaded["modules"])
+    for name in ("imgfeat.train", "imgfeat.delta", "imgfeat.session", "imgfeat.tracking", "imgfeat.cv",
+                 "imgfeat.runs", "imgfeat.featurize", "imgfeat.scoring", "imgfeat.sources", "xgboost.spark", "deltalake"):
+        assert name not in modules, name
+    assert "imgfeat.model" in modules
+
+    import mlflow
+
+    mlflow.set_tracking_uri(trainset.tracking_uri)
+    local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1", dst_path=str(tmp_path / "m"))
+    code = os.path.join(local, loaded["code"], "imgfeat")
+    assert sorted(n for n in os.listdir(code) if n != "__pycache__") == sorted(SERVED_CODE)
