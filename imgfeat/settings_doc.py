@@ -18,12 +18,12 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
-from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from imgfeat import config
@@ -265,9 +265,11 @@ def render_docs() -> str:
         "",
         f"<!-- {_GENERATED} -->",
         "",
-        "Every key of every job's config, with its default. The same descriptions are the comments of "
-        "`conf/*.yaml`, the CLI's `--help` and the notebooks' widget labels. Set a key in a YAML file "
-        "(`--config FILE`) or with `--set key=value`; nested keys are dotted (`featurizer.batch_size`).",
+        (
+            "Every key of every job's config, with its default. The same descriptions are the comments of "
+            "`conf/*.yaml`, the CLI's `--help` and the notebooks' widget labels. Set a key in a YAML file "
+            "(`--config FILE`) or with `--set key=value`; nested keys are dotted (`featurizer.batch_size`)."
+        ),
     ]
     for conf in CONF_FILES:
         doc = " ".join((conf.cls.__doc__ or "").strip().split("\n\n")[0].split())

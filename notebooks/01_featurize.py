@@ -15,7 +15,8 @@
 # MAGIC (`cloudFiles`) would keep a second copy of that state in a stream checkpoint; for a batch
 # MAGIC job over a volume the listing costs seconds per 100k files and needs no checkpoint to lose.
 # MAGIC
-# MAGIC **Cluster.** Install the wheel as a cluster library (or `%pip` below); the ML runtime has
+# MAGIC **Cluster.** Install the wheel as a cluster library (or the next cell installs the newest
+# MAGIC `imgfeat-*.whl` of a volume for this notebook); the ML runtime has
 # MAGIC torch, mlflow and xgboost. CPU: any ML runtime; each task uses its `spark.task.cpus` cores
 # MAGIC for decoding and torch. **GPU**: a GPU ML runtime (e.g. `15.4.x-gpu-ml-scala2.12`) on
 # MAGIC one-GPU workers (AWS g4dn/g5, Azure NCasT4_v3), with `spark.task.resource.gpu.amount 1` so
@@ -26,36 +27,38 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}")
 
 # COMMAND ----------
 
-dbutils.widgets.text("input", "/Volumes/main/default/images", "Images: volume path, bucket URI or glob")
-dbutils.widgets.text("table", "/Volumes/main/default/lake/embeddings", "Embeddings Delta table")
-dbutils.widgets.text("featurizer", "efficientnet_lite0", "Featurizer (imgfeat featurizers lists them)")
-dbutils.widgets.dropdown("device", "auto", ["auto", "cpu", "cuda"], "Device")
-dbutils.widgets.text("batch_size", "32", "Images per forward pass (GPU: 128-256)")
-dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/featurize.yaml)")
-dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+from imgfeat.config import FeaturizeConfig
+from imgfeat.notebook import config_from_widgets, widgets
+
+# Widget name → config key; labels, defaults and choices come from the config's fields.
+KEYS = {
+    "input": "input", "table": "table", "featurizer": "featurizer.name", "device": "featurizer.device",
+    "batch_size": "featurizer.batch_size", "tracking_uri": "tracking.uri",
+}
+widgets(dbutils, FeaturizeConfig, KEYS, defaults={
+    "input": "/Volumes/main/default/images", "table": "/Volumes/main/default/lake/embeddings",
+})
 
 # COMMAND ----------
 
-from imgfeat.config import FeaturizeConfig, load_config
 from imgfeat.runs import featurize_run
 
-w = dbutils.widgets.get
-cfg = load_config(
-    FeaturizeConfig,
-    w("config") or None,
-    input=w("input"),
-    table=w("table"),
-    **{
-        "featurizer.name": w("featurizer"),
-        "featurizer.device": w("device"),
-        "featurizer.batch_size": int(w("batch_size")),
-        "tracking.uri": w("tracking_uri") or None,
-    },
-)
+cfg = config_from_widgets(dbutils, FeaturizeConfig, KEYS)
 summary = featurize_run(cfg, spark)
 print(summary.line())
 

@@ -13,22 +13,38 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}")
 
 # COMMAND ----------
 
-dbutils.widgets.text("table", "/Volumes/main/default/lake/embeddings", "Embeddings Delta table")
-dbutils.widgets.text("featurizer", "efficientnet_lite0", "Featurizer(s) to use, comma-separated, or 'auto' (select's choice)")
-dbutils.widgets.text("label", "folder", "Label: 'folder' (parent folder name) or a column of labels_source")
-dbutils.widgets.text("labels_source", "", "Labels table: CSV, Parquet or Delta with a `path` column (optional)")
-dbutils.widgets.text("model_name", "imgfeat", "Registered model name")
-dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/train.yaml)")
-dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+from imgfeat.config import SelectConfig, TrainConfig
+from imgfeat.notebook import config_from_widgets, widgets
+
+# Widget name → config key; labels, defaults and choices come from the config's fields.
+KEYS = {
+    "table": "table", "featurizer": "featurizers", "label": "labels.label", "labels_source": "labels.source",
+    "model_name": "model_name", "tracking_uri": "tracking.uri",
+}
+SELECT_KEYS = {
+    "select_input": "input", "table": "table", "label": "labels.label", "labels_source": "labels.source",
+    "tracking_uri": "tracking.uri",
+}
+widgets(dbutils, TrainConfig, KEYS, defaults={"table": "/Volumes/main/default/lake/embeddings"})
 dbutils.widgets.text("select_input", "", "Images to try every offline featurizer on first (empty: skip)")
 
 # COMMAND ----------
 
-from imgfeat.config import SelectConfig, TrainConfig, load_config
 from imgfeat.runs import select_run, train_run
 
 w = dbutils.widgets.get
@@ -45,35 +61,12 @@ w = dbutils.widgets.get
 # COMMAND ----------
 
 if w("select_input"):
-    chosen = select_run(
-        load_config(
-            SelectConfig,
-            input=w("select_input"),
-            table=w("table"),
-            **{
-                "labels.label": w("label"),
-                "labels.source": w("labels_source") or None,
-                "tracking.uri": w("tracking_uri") or None,
-            },
-        ),
-        spark,
-    )
+    chosen = select_run(config_from_widgets(dbutils, SelectConfig, SELECT_KEYS, config=False), spark)
     print("\n".join(chosen.lines()))
 
 # COMMAND ----------
 
-cfg = load_config(
-    TrainConfig,
-    w("config") or None,
-    table=w("table"),
-    featurizers=w("featurizer").split(","),
-    model_name=w("model_name"),
-    **{
-        "labels.label": w("label"),
-        "labels.source": w("labels_source") or None,
-        "tracking.uri": w("tracking_uri") or None,
-    },
-)
+cfg = config_from_widgets(dbutils, TrainConfig, KEYS)
 summary = train_run(cfg, spark)
 print("\n".join(summary.lines()))
 

@@ -11,34 +11,38 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}")
 
 # COMMAND ----------
 
-dbutils.widgets.text("model", "models:/imgfeat/latest", "Model: models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
-dbutils.widgets.text("input", "/Volumes/main/default/new_images", "Images to score")
-dbutils.widgets.text("output", "/Volumes/main/default/lake/scores", "Scores Delta table")
-dbutils.widgets.text("table", "/Volumes/main/default/lake/embeddings", "Embeddings table to reuse rows from (empty: featurize all)")
-dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/score.yaml)")
-dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+from imgfeat.config import ScoreConfig
+from imgfeat.notebook import config_from_widgets, widgets
+
+# Widget name → config key; labels, defaults and choices come from the config's fields.
+# An empty `table` is null: every image is featurized.
+KEYS = {"model": "model", "input": "input", "output": "output", "table": "table", "tracking_uri": "tracking.uri"}
+widgets(dbutils, ScoreConfig, KEYS, defaults={
+    "model": "models:/imgfeat/latest", "input": "/Volumes/main/default/new_images",
+    "output": "/Volumes/main/default/lake/scores", "table": "/Volumes/main/default/lake/embeddings",
+})
 
 # COMMAND ----------
 
 from imgfeat import delta
-from imgfeat.config import ScoreConfig, load_config
 from imgfeat.runs import score_run
 
-w = dbutils.widgets.get
-cfg = load_config(
-    ScoreConfig,
-    w("config") or None,
-    [] if w("table") else ["table=null"],
-    model=w("model"),
-    table=w("table") or None,
-    input=w("input"),
-    output=w("output"),
-    **{"tracking.uri": w("tracking_uri") or None},
-)
+cfg = config_from_widgets(dbutils, ScoreConfig, KEYS)
 summary = score_run(cfg, spark)
 print(summary.line())
 

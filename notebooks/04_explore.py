@@ -10,7 +10,18 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}")
 
 # COMMAND ----------
 

@@ -12,32 +12,35 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl[insights]
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}[insights]")
 
 # COMMAND ----------
 
-dbutils.widgets.text("model", "models:/imgfeat/latest", "Model: models:/NAME/VERSION, models:/NAME/latest or models:/NAME@alias")
-dbutils.widgets.text("output", "/Volumes/main/default/reports/insights", "Folder for report.html")
-dbutils.widgets.text("sample", "", "Images projected (empty: 2000 or all if fewer)")
-dbutils.widgets.dropdown("projection", "umap", ["umap", "trimap", "pca"], "2-D projection")
-dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/insights.yaml)")
-dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+from imgfeat.config import InsightsConfig
+from imgfeat.notebook import config_from_widgets, widgets
+
+# Widget name → config key; labels, defaults and choices come from the config's fields.
+KEYS = {"model": "model", "output": "output", "sample": "sample", "projection": "projection", "tracking_uri": "tracking.uri"}
+widgets(dbutils, InsightsConfig, KEYS, defaults={
+    "model": "models:/imgfeat/latest", "output": "/Volumes/main/default/reports/insights",
+})
 
 # COMMAND ----------
 
-from imgfeat.config import InsightsConfig, load_config
 from imgfeat.runs import insights_run
 
-w = dbutils.widgets.get
-cfg = load_config(
-    InsightsConfig,
-    w("config") or None,
-    model=w("model"),
-    output=w("output"),
-    sample=int(w("sample")) if w("sample") else None,
-    projection=w("projection"),
-    **{"tracking.uri": w("tracking_uri") or None},
-)
+cfg = config_from_widgets(dbutils, InsightsConfig, KEYS)
 summary = insights_run(cfg, spark)
 print(summary.line())
 

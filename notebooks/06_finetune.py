@@ -17,44 +17,37 @@
 
 # COMMAND ----------
 
-# MAGIC %pip install /Volumes/main/default/libs/imgfeat-0.1.0-py3-none-any.whl
+# imgfeat: a cluster library, else the newest imgfeat wheel under LIBS, installed for this notebook.
+LIBS = "/Volumes/main/default/libs"
+try:
+    import imgfeat  # noqa: F401
+except ImportError:
+    import glob
+    import os
+
+    wheels = sorted(glob.glob(f"{LIBS}/imgfeat-*.whl"), key=os.path.getmtime)
+    if not wheels:
+        raise ImportError(f"imgfeat is not installed and {LIBS} holds no imgfeat-*.whl: add it as a cluster library") from None
+    get_ipython().run_line_magic("pip", f"install --quiet {wheels[-1]}")
 
 # COMMAND ----------
 
-dbutils.widgets.text("input", "/Volumes/main/default/lake/photos", "Labeled images (directory, glob or URI)")
-dbutils.widgets.text("label", "folder", "Label: 'folder' (parent folder name) or a column of labels_source")
-dbutils.widgets.text("labels_source", "", "Labels table: CSV, Parquet or Delta with a `path` column (optional)")
-dbutils.widgets.text("featurizer", "efficientnet_lite0", "Featurizer to fine-tune")
-dbutils.widgets.text("epochs", "2", "Epochs")
-dbutils.widgets.text("num_processes", "2", "TorchDistributor processes")
-dbutils.widgets.dropdown("local_mode", "true", ["true", "false"], "Processes on the driver (true) or the workers")
-dbutils.widgets.dropdown("use_gpu", "false", ["true", "false"], "Train on GPUs")
-dbutils.widgets.text("model_name", "imgfeat-finetuned", "Registered name of the fine-tuned featurizer")
-dbutils.widgets.text("config", "", "Optional YAML config (keys of conf/finetune.yaml)")
-dbutils.widgets.text("tracking_uri", "", "MLflow tracking URI (empty: the workspace's)")
+from imgfeat.config import FinetuneConfig
+from imgfeat.notebook import config_from_widgets, widgets
+
+# Widget name → config key; labels, defaults and choices come from the config's fields.
+KEYS = {
+    "input": "input", "label": "labels.label", "labels_source": "labels.source", "featurizer": "featurizer.name",
+    "epochs": "epochs", "num_processes": "distributor.num_processes", "local_mode": "distributor.local_mode",
+    "use_gpu": "distributor.use_gpu", "model_name": "model_name", "tracking_uri": "tracking.uri",
+}
+widgets(dbutils, FinetuneConfig, KEYS, defaults={"input": "/Volumes/main/default/lake/photos", "num_processes": "2"})
 
 # COMMAND ----------
 
-from imgfeat.config import FinetuneConfig, load_config
 from imgfeat.runs import finetune_run
 
-w = dbutils.widgets.get
-cfg = load_config(
-    FinetuneConfig,
-    w("config") or None,
-    input=w("input"),
-    model_name=w("model_name"),
-    epochs=int(w("epochs")),
-    **{
-        "featurizer.name": w("featurizer"),
-        "labels.label": w("label"),
-        "labels.source": w("labels_source") or None,
-        "distributor.num_processes": int(w("num_processes")),
-        "distributor.local_mode": w("local_mode") == "true",
-        "distributor.use_gpu": w("use_gpu") == "true",
-        "tracking.uri": w("tracking_uri") or None,
-    },
-)
+cfg = config_from_widgets(dbutils, FinetuneConfig, KEYS)
 summary = finetune_run(cfg, spark)
 print("\n".join(summary.lines()))
 

@@ -21,9 +21,12 @@ class Widgets:
     def __init__(self, values: Mapping[str, str]):
         self._values = dict(values)
         self._defaults: dict[str, str] = {}
+        self.labels: dict[str, str | None] = {}
+        self.choices: dict[str, list[str]] = {}
 
     def text(self, name: str, defaultValue: str, label: str | None = None) -> None:
         self._defaults[name] = defaultValue
+        self.labels[name] = label
 
     def dropdown(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:
         if defaultValue not in choices:
@@ -31,6 +34,7 @@ class Widgets:
         if name in self._values and self._values[name] not in choices:
             raise ValueError(f"widget {name}: {self._values[name]!r} not in {list(choices)}")
         self._defaults[name] = defaultValue
+        self.labels[name], self.choices[name] = label, list(choices)
 
     def get(self, name: str) -> str:
         if name not in self._defaults:

@@ -10,7 +10,7 @@ import yaml
 from deltalake import DeltaTable
 
 from imgfeat.samples import write_labeled_photos
-from tests.notebook_shim import run_notebook
+from tests.notebook_shim import DBUtils, Widgets, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_featurize", "02_train", "03_score", "04_explore", "05_insights", "06_finetune")
@@ -18,16 +18,26 @@ NAMES = ("01_featurize", "02_train", "03_score", "04_explore", "05_insights", "0
 
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_is_databricks_source_with_declared_widgets(name):
+    """Its widgets (declared by `imgfeat.notebook.widgets` from the config's fields, or by hand
+    for what is no config key) each have a label, and every widget the code reads is declared."""
     text = (NOTEBOOKS / f"{name}.py").read_text()
     assert text.startswith("# Databricks notebook source\n# MAGIC %md\n")
     cells = text.split("\n# COMMAND ----------\n")
     assert len(cells) >= 4
-    declared = set(re.findall(r'dbutils\.widgets\.(?:text|dropdown)\("(\w+)"', text))
-    used = set(re.findall(r'\bw\("(\w+)"\)', text))
-    assert used and used == declared, (used, declared)
     code = "\n".join(line for line in text.splitlines() if not line.startswith("# MAGIC"))
     assert "import imgfeat" in code or "from imgfeat" in code
+    assert ".whl" not in code.replace("imgfeat-*.whl", ""), "a hard-coded wheel name"
     compile(code, name, "exec")
+
+    dbutils = DBUtils(Widgets({}))
+    ns = {"dbutils": dbutils}
+    for cell in cells:  # the cells that declare widgets, as Databricks runs them
+        if re.search(r"^widgets\(dbutils|dbutils\.widgets\.(?:text|dropdown)\(", cell, re.MULTILINE):
+            exec(compile(cell, name, "exec"), ns)  # noqa: S102 - the notebook's own widget cell
+    declared = dbutils.widgets.labels
+    assert declared and all(declared.values()), declared
+    used = set(re.findall(r'\bw\("(\w+)"\)', code))
+    assert used <= set(declared), used - set(declared)
 
 
 @pytest.mark.slow
