@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/finetune_compare.py [--n 400] [--epochs 2] [--processes 2] [--out bench/out/finetune]
 
-On `imgfeat.defect_samples.write_defect_photos` (tiles of real texture photos,
+On `imgfeat.dev.defect_samples.write_defect_photos` (tiles of real texture photos,
 half with a small drawn defect; label `defect`): featurize with the pretrained
 efficientnet_lite0, fine-tune it (`runs.finetune_run`, TorchDistributor, CPU),
 featurize again with ``models:/bench-finetuned/latest`` into the same table,
@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from imgfeat.config import FeaturizeConfig, FinetuneConfig, SparkConfig, TrainConfig, load_config
-    from imgfeat.defect_samples import write_defect_photos
+    from imgfeat.dev.defect_samples import write_defect_photos
     from imgfeat.runs import featurize_run, finetune_run, train_run
     from imgfeat.session import get_spark
 
@@ -127,7 +127,7 @@ def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, flo
     from imgfeat import delta
     from imgfeat.config import SplitConfig
     from imgfeat.cv import classification_metrics, split_column
-    from imgfeat.train import path_key
+    from imgfeat.dataset import path_key
 
     head = torch.load(
         io.BytesIO(Path(mlflow.artifacts.download_artifacts(f"runs:/{tuned.run_id}/featurizer/head.pt")).read_bytes()),

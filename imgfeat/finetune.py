@@ -1,7 +1,7 @@
 """Fine-tuning a featurizer on the user's labels, distributed with Spark's TorchDistributor.
 
 Owns: which images a fine-tuning run trains on (`plan`: labels, task, classes
-and split exactly as `imgfeat.train` reads them; the non-test images of
+and split exactly as `imgfeat.dataset` reads them for training; the non-test images of
 cross-validation folds 1..k-1 are trained on, fold 0 gives the per-epoch
 metric, the test split is never read), the checks on those images before any training (`check`), the
 function each TorchDistributor process runs (`train_process`: DDP with gloo on
@@ -9,8 +9,10 @@ CPU or nccl on GPU, AdamW, warm-up then cosine decay, a lower learning rate for
 the network than for the head, horizontal flips, mixed precision on GPU), and
 its `Result`: the network as a `weights_only`-loadable state_dict in its
 architecture's own naming (what ``weights=<file>`` loads), the head, and the
-per-epoch history. Must not: log to MLflow, register models or write tables
-(`runs` and `tracking` do), or prepare images any other way than
+per-epoch history, and the fine-tuned featurizer's files (`save`: the network
+as `backbone.pt`, the head, `featurizer.json`). Must not: import `imgfeat.train`
+(fine-tuning comes before training), log to MLflow, register models or write
+tables (`runs` and `tracking` do), or prepare images any other way than
 `imgfeat.featurize.prepare_path` does for featurizing (training sees exactly
 the pixels the featurizer will).
 
@@ -22,12 +24,14 @@ targets, never DataFrames). Each process reads its own shard of the paths.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -41,8 +45,10 @@ from imgfeat.errors import FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing, prepare_path
 from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
+from imgfeat.featurizers.registered import BACKBONE_FILE
+from imgfeat.featurizers.resolve import resolve_spec
 from imgfeat.cv import classification_metrics, regression_metrics
-from imgfeat.train import PRIMARY_METRIC, infer_task, with_labels, with_target
+from imgfeat.dataset import PRIMARY_METRIC, infer_task, with_labels, with_target
 
 log = logging.getLogger("imgfeat")
 
@@ -194,6 +200,26 @@ class Result:
     history: list[Epoch] = field(default_factory=list)
     skipped: int = 0  # images that failed to load during training (after the up-front check)
     seconds: float = 0.0
+
+
+def save(cfg: FinetuneConfig, base: FeaturizerSpec, p: Plan, result: Result, folder: Path) -> FeaturizerSpec:
+    """Write the fine-tuned featurizer into the empty `folder` (the network as `BACKBONE_FILE`, what
+    ``weights=`` loads; `head.pt`; `featurizer.json`, what it is) and the network to `cfg.output`
+    when set; returns the featurizer, resolved from the written weights."""
+    weights = folder / BACKBONE_FILE
+    weights.write_bytes(result.backbone)
+    (folder / "head.pt").write_bytes(result.head)
+    tuned = resolve_spec(cfg.featurizer.model_copy(update={"weights": str(weights), "weights_sha256": None}))
+    (folder / "featurizer.json").write_text(json.dumps(
+        {"name": tuned.name, "arch": tuned.arch, "base_weights": base.weights, "pooling": tuned.pooling,
+         "layers": list(tuned.layers), "dim": tuned.dim, "task": p.task, "classes": list(p.classes),
+         "weights_sha256": tuned.weights_sha256, "fingerprint": tuned.fingerprint},
+        indent=1,
+    ))
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_bytes(result.backbone)
+    return tuned
 
 
 def job_for(p: Plan, spec: FeaturizerSpec, cfg: FinetuneConfig) -> Job:

@@ -1,7 +1,7 @@
 """Insights: the tables a person needs to trust an image model, computed from data.
 
 Owns (cleanvision's shape: each computation scores rows and returns a table;
-`imgfeat.report` only renders them): the deterministic sample, its 2-D
+`imgfeat.report` only renders them): the deterministic sample's (`dataset.sample`) 2-D
 projection, the model's predictions on its own table, outliers (distance to
 the k nearest sampled images), near-duplicate pairs (random-hyperplane
 blocking + exact cosine, in Spark: no embedding is collected), errors by
@@ -29,8 +29,8 @@ from pyspark.sql import types as T
 from imgfeat.decode import decode_image
 from imgfeat.novelty import unit_rows
 from imgfeat.sources import read_bytes
+from imgfeat.dataset import sample, with_features
 from imgfeat.features import FeatureSpec
-from imgfeat.train import with_features
 
 _UNIT = T.StructType([T.StructField("path", T.StringType()), T.StructField("unit", T.ArrayType(T.FloatType()))])
 
@@ -48,12 +48,6 @@ def with_units(rows: DataFrame, embedding_cols: Sequence[str]) -> DataFrame:
             yield pd.DataFrame({"path": batch["path"], "unit": list(units)})
 
     return rows.select("path", *cols).mapInPandas(run, _UNIT)
-
-
-def sample(rows: DataFrame, n: int, seed: int) -> DataFrame:
-    """`n` rows chosen by a hash of (seed, content): the same rows on every run and cluster."""
-    order = F.xxhash64(F.lit(seed), F.col("content_sha256"), F.col("path"))
-    return rows.orderBy(order, "path").limit(n)
 
 
 def with_predictions(rows: DataFrame, features: FeatureSpec, booster_raw: bytes, embedding_cols: Sequence[str]) -> DataFrame:
@@ -362,7 +356,7 @@ def analyse(
     n_sample: int,
     about: dict[str, str],
 ) -> Insights:
-    """Compute every section from `rows` (`train.labeled_rows`) and `statuses`
+    """Compute every section from `rows` (`dataset.read_labeled`) and `statuses`
     (path, status, error of the same featurizer(s), bad rows included)."""
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
     classes = features.classes

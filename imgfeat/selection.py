@@ -3,9 +3,11 @@
 Owns: the candidate list (default: every registered featurizer whose default
 weights are available offline, `grayscale16` as the floor, and the best pair
 concatenated), checking it before Spark starts, the deterministic stratified
-sample of labeled images, and the recommendation rule (`recommend`).
-Must not: featurize, write tables or log to MLflow (`runs.select_run` does,
-through the normal featurize and train paths). Named `selection`, not the
+sample of labeled images, the order candidates are tried in (`measure`: each
+one, then the best pair), what a candidate costs (`ms_per_image`) and scores
+(`candidate`), and the recommendation rule (`recommend`). Must not: write
+tables, cross-validate or log to MLflow (`runs.select` does, through the
+normal featurize and train paths, as the `trial` it hands to `measure`). Named `selection`, not the
 design's `select.py`: a module `select` beside `cli.py` would shadow the
 standard library's `select` whenever a file in this folder runs as a script.
 
@@ -18,15 +20,21 @@ time per image wins (a pair costs the sum of its parts).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from imgfeat.cv import Scores
 from imgfeat.errors import ConfigError, FeaturizerError
-from imgfeat.featurizers import list_featurizers, resolve_featurizer
+from imgfeat.featurize import WorkerOptions, featurize_listing
+from imgfeat.featurizers import FeaturizerSpec, list_featurizers, resolve_featurizer
+
+log = logging.getLogger("imgfeat")
 
 #: Joins a pair's names into one candidate name (and the `auto` choice's tag).
 PAIR = "+"
@@ -83,3 +91,44 @@ def recommend(candidates: Sequence[Candidate]) -> Candidate:
     spread = best.std if best.std == best.std else 0.0  # NaN (one usable fold): no tolerance
     tied = [c for c in candidates if c is best or c.mean >= best.mean - spread]
     return min(tied, key=lambda c: (c.ms_per_image, -c.mean, c.name))
+
+
+#: Tries one candidate (a featurizer, or a pair's names) on the sample: its measurements and
+#: the metric they compare by. The second argument is a pair's cost (the sum of its parts),
+#: None for a single featurizer (the trial times it).
+Trial = Callable[[Sequence[str], float | None], tuple[Candidate, str]]
+
+
+def measure(names: Sequence[str], floor: str | None, pair: bool, trial: Trial) -> tuple[list[Candidate], str]:
+    """Every candidate of `names` in turn, then (with `pair`) the best two that are not the
+    floor, together; returns the measurements and the metric they compare by."""
+    measured: list[Candidate] = []
+    metric = ""
+    for name in names:
+        found, metric = trial([name], None)
+        measured.append(found)
+    if pair:
+        best = sorted((c for c in measured if c.name != floor), key=lambda c: -c.mean)[:2]
+        if len(best) == 2:
+            found, metric = trial([c.name for c in best], sum(c.ms_per_image for c in best))
+            measured.append(found)
+    return measured, metric
+
+
+def candidate(name: str, dim: int, scores: Scores, metric: str, ms: float) -> Candidate:
+    """A candidate's measurements from its fold scores (`metric`'s mean and std) and its cost."""
+    mean, std = scores.mean()[metric], scores.std()[metric]
+    log.warning("imgfeat: select: %s: cv %s %.4f ± %.4f, featurize %.1f ms/img", name, metric, mean, std, ms)
+    return Candidate(name, dim, mean, std, ms)
+
+
+def ms_per_image(sample: DataFrame, spec: FeaturizerSpec, opts: WorkerOptions, images: int) -> float:
+    """Wall ms per image of featurizing `images` of the sample on this cluster with the
+    table run's options and runtime (workers already warm from that run; nothing written)."""
+    some = sample.limit(images).cache()
+    count = some.count()
+    began = time.monotonic()
+    featurize_listing(some, spec, opts).select("dim").collect()
+    seconds = time.monotonic() - began
+    some.unpersist()
+    return 1000 * seconds / max(count, 1)

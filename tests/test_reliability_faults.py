@@ -238,9 +238,9 @@ def test_files_gone_between_listing_and_reading_are_read_error_rows(spark, input
 
     table = tmp_path / "emb"
     cfg = _cfg(inputs, table)
-    monkeypatch.setattr(runs.sources, "only_new", vanish_then_filter)
+    monkeypatch.setattr(sources, "only_new", vanish_then_filter)
     summary = runs.featurize_run(cfg, spark)
-    monkeypatch.setattr(runs.sources, "only_new", only_new)
+    monkeypatch.setattr(sources, "only_new", only_new)
 
     by_path = {r["path"].removeprefix("file:"): r for r in _rows(table)}
     assert len(by_path) == summary.listed == 16 and summary.counts == {"ok": 14, "read_error": 2}

@@ -12,7 +12,7 @@ Modules: `spec` (the spec and its fingerprint), `registry` (names, preprocessing
 resolve), `weights` (weights sources, sha256, checkpoints), `backbone` (timm /
 torchvision networks, `layers`), `pooling`, `fold` (BatchNorm folding),
 `featurizer` (the worker-side objects), `runtime` (torch or an exported ONNX
-graph run by ONNX Runtime).
+graph run by ONNX Runtime), `resolve` (a config's `featurizer:` section → spec).
 """
 
 from typing import Any
