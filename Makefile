@@ -32,7 +32,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python -m imgfeat.demo
+	$(BIN)/python -m imgfeat.dev.demo
 
 bench: setup
 	$(BIN)/python -m imgfeat.cli bench

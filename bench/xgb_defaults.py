@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/xgb_defaults.py [--out bench/out/quality] [--digits 500]
 
 Writes two real labeled sets (once; kept in --out): the defect set
-(`imgfeat.defect_samples`, 600 tiles of real texture photos, half with a small
+(`imgfeat.dev.defect_samples`, 600 tiles of real texture photos, half with a small
 defect; label `defect`) and scikit-learn's handwritten digits (real 8x8 scans
 of the UCI set, inside scikit-learn's wheel; the first --digits, upscaled to
 64x64 PNGs; label `digit`), featurizes both with efficientnet_lite0 through
@@ -43,7 +43,7 @@ def write_digits(dest: Path, n: int) -> Path:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from imgfeat.samples import spark_path
+    from imgfeat.dev.samples import spark_path
 
     digits = load_digits()
     rows = []
@@ -60,7 +60,7 @@ def write_digits(dest: Path, n: int) -> Path:
 
 def prepare(out: Path, digits: int) -> dict[str, tuple[Path, str]]:
     """Photos + labels.csv per set (written once), and the label column of each."""
-    from imgfeat.defect_samples import write_defect_photos
+    from imgfeat.dev.defect_samples import write_defect_photos
 
     sets = {"defects": (out / "defects" / "photos", "defect"), "digits": (out / "digits" / "photos", "digit")}
     if not (sets["defects"][0] / "labels.csv").is_file():

@@ -132,7 +132,13 @@ def _featurizers(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from imgfeat.bench import BenchOptions, run_bench
+    try:
+        from imgfeat.dev.bench import BenchOptions, run_bench
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("imgfeat.dev", "imgfeat.dev.bench"):
+            raise  # a dependency of the harness is missing: that is not "installed from a wheel"
+        print("imgfeat bench is a development command: run it from a clone (`make bench`)", file=sys.stderr)
+        return 2
 
     skip = tuple(s for item in args.skip for s in item.split(",") if s)
     run_bench(

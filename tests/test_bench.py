@@ -7,8 +7,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from imgfeat.bench import BenchOptions, bench_photos, run_bench
 from imgfeat.cli import main
+from imgfeat.dev.bench import BenchOptions, bench_photos, run_bench
 
 
 def test_photos_are_cached_by_n_and_seed(tmp_path):

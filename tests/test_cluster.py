@@ -23,8 +23,8 @@ import pytest
 from deltalake import DeltaTable
 
 from imgfeat.config import FeaturizeConfig, load_config
+from imgfeat.dev.samples import write_labeled_photos
 from imgfeat.runs import featurize_run
-from imgfeat.samples import write_labeled_photos
 from scripts.cluster import Cluster, down, spark_home, up
 
 pytestmark = pytest.mark.slow

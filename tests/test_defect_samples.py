@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from imgfeat.defect_samples import DEFECT_KINDS, DEFECT_TEXTURES, _tiles, write_defect_photos
-from imgfeat.samples import spark_path
+from imgfeat.dev.defect_samples import DEFECT_KINDS, DEFECT_TEXTURES, _tiles, write_defect_photos
+from imgfeat.dev.samples import spark_path
 
 
 def _read(dest):

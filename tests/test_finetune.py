@@ -15,10 +15,10 @@ import torch
 from imgfeat import delta, finetune
 from imgfeat.cli import main
 from imgfeat.config import FeaturizeConfig, FinetuneConfig, SplitConfig, TrainConfig, load_config
+from imgfeat.dev.samples import spark_path, write_labeled_photos
 from imgfeat.featurize import prepare_path
 from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.featurizers.backbone import build_network, checkpoint_state_dict
-from imgfeat.samples import spark_path, write_labeled_photos
 from imgfeat.sources import list_images
 from imgfeat.cv import fold_column, split_column
 

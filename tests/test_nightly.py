@@ -20,9 +20,9 @@ from PIL import Image
 from imgfeat import nightly
 from imgfeat.cli import build_parser, main, nightly_config
 from imgfeat.config import RetrainPolicy
+from imgfeat.dev.samples import write_labeled_photos
 from imgfeat.errors import ConflictError
 from imgfeat.runs import nightly_run
-from imgfeat.samples import write_labeled_photos
 
 REPO = Path(__file__).resolve().parents[1]
 

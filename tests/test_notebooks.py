@@ -9,7 +9,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from imgfeat.samples import write_labeled_photos
+from imgfeat.dev.samples import write_labeled_photos
 from tests.notebook_shim import DBUtils, Widgets, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -59,8 +59,8 @@ def test_select_featurizes_the_sample_into_the_table_and_train_auto_uses_its_cho
     from deltalake import DeltaTable
     from mlflow import MlflowClient
 
+    from imgfeat.dev.samples import write_labeled_photos
     from imgfeat.runs import select_run, train_run
-    from imgfeat.samples import write_labeled_photos
 
     # 20 sampled per class (~16 non-test): the sample follows a hash of the path, which changes with
     # tmp_path, and a class must not land in one fold alone (train refuses that) whatever it is.

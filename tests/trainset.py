@@ -2,7 +2,7 @@
 session, shared by test_train, test_tracking and test_scoring.
 
 Three texture classes (brick, grass, gravel; non-overlapping tiles of real photos,
-see `imgfeat.samples`), 24 images each, embedded with the offline
+see `imgfeat.dev.samples`), 24 images each, embedded with the offline
 efficientnet_lite0 weights into a Delta table (one featurize run, tracked), then
 one tracked train run with both baselines that registers `MODEL_NAME` version 1
 with the alias `ALIAS`, all in a temporary MLflow SQLite store.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from imgfeat.config import FeaturizeConfig, TrainConfig, load_config
+from imgfeat.dev.samples import write_labeled_photos
 from imgfeat.runs import FeaturizeSummary, TrainSummary, featurize_run, train_run
-from imgfeat.samples import write_labeled_photos
 
 MODEL_NAME = "textures"
 ALIAS = "champion"

@@ -2,7 +2,7 @@
 
 Owns: the demo's data layout and the story it prints. Writes three texture
 classes (brick, grass, gravel: non-overlapping tiles of real photos shipped in
-scikit-image, see `imgfeat.samples`) under `demo/photos/train/<label>/`, holds
+scikit-image, see `imgfeat.dev.samples`) under `demo/photos/train/<label>/`, holds
 out more tiles of the same photos as new images in `demo/photos/new/` (plus a
 broken file and copies of three training images), then runs the same jobs as
 the CLI: featurize → train (with baselines) → register (alias `champion`) →
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from imgfeat import console
 from imgfeat.config import FeaturizeConfig, InsightsConfig, ScoreConfig, TrainConfig, load_config
+from imgfeat.dev.samples import DEFAULT_CLASSES, write_labeled_photos
 from imgfeat.errors import ImgfeatError
-from imgfeat.samples import DEFAULT_CLASSES, write_labeled_photos
 
 ROOT = Path("demo")
 MODEL_NAME = "imgfeat-demo"
@@ -73,7 +73,7 @@ def add_cat(new: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgfeat.demo", description="The whole pipeline on sample photos.")
+    parser = argparse.ArgumentParser(prog="python -m imgfeat.dev.demo", description="The whole pipeline on sample photos.")
     parser.add_argument("--verbose", action="store_true", help="show Spark, MLflow and XGBoost logs here")
     args = parser.parse_args(argv)
     if args.verbose:

@@ -37,12 +37,12 @@ import torch
 
 from imgfeat.config import FeaturizeConfig, SparkConfig, load_config
 from imgfeat.decode import decode_image
+from imgfeat.dev.samples import write_bench_photos
 from imgfeat.errors import ConfigError
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.backbone import build_network
 from imgfeat.featurizers.runtime import Graph, RuntimeUnavailable, cached_graph, load_graph_featurizer
 from imgfeat.runs import featurize_run, featurizer_spec, verification_photos
-from imgfeat.samples import write_bench_photos
 
 #: Stages that `--skip` can leave out (the Spark job is what the ratios need).
 STAGES = ("decode", "model", "startup", "loop", "spark", "naive", "udf")

@@ -11,7 +11,7 @@ A defect covers a few percent of the image at most and is drawn at the tile's
 own sharpness (blurred like the upscaled photo around it), so a person sees it
 when looking and a network must find a small local change on a busy texture.
 
-Lives beside `imgfeat.samples`, not in it: `samples` promises pictures with no
+Lives beside `imgfeat.dev.samples`, not in it: `samples` promises pictures with no
 synthetic drawing at all, and a drawn defect is synthetic (on real pixels).
 Same rules otherwise: offline (files inside installed wheels), deterministic
 per seed, no two images share a source pixel (a split by content hash cannot
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from imgfeat.samples import _jitter, _source, spark_path
+from imgfeat.dev.samples import _jitter, _source, spark_path
 
 #: Grey texture photos (512x512, in scikit-image's wheel), named by what they show.
 DEFECT_TEXTURES: dict[str, str] = {"brick": "brick", "grass": "grass", "gravel": "gravel", "regolith": "moon"}
