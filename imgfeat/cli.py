@@ -163,6 +163,17 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_run(cfg, ready, console.child_output)
 
 
+def _reregister(args: argparse.Namespace) -> int:
+    from imgfeat.config import ServeConfig, load_config
+
+    cfg = load_config(ServeConfig, args.config, args.set, **config_flags(args))
+    from imgfeat.runs import reregister_run
+
+    for line in reregister_run(cfg).lines():
+        print(line, flush=True)
+    return 0
+
+
 # ------------------------------------------------------------------ the parser
 DESCRIPTION = (
     "imgfeat turns folders of images into embeddings with pretrained CNNs on Spark (a Delta table), "
@@ -280,6 +291,12 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--paths-root", C, "paths.root", metavar="DIR")
 
 
+def _reregister_flags(p: argparse.ArgumentParser) -> None:
+    from imgfeat.config import ServeConfig as C
+
+    flag(p, "--model", C, "model", metavar="URI")
+
+
 def _insights_flags(p: argparse.ArgumentParser) -> None:
     from imgfeat.config import InsightsConfig as C
 
@@ -349,6 +366,11 @@ SUBCOMMANDS = (
         "example:\n  imgfeat serve --model models:/imgfeat/latest --port 5000\n"
         "  curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\\n"
         "    -d '{\"dataframe_split\": {\"columns\": [\"content\"], \"data\": [[\"'$(base64 -w0 cat.jpg)'\"]]}}'",
+    ),
+    Subcommand(
+        "reregister", "log a registered version again with this imgfeat's code (today's serving rules)",
+        _reregister, _reregister_flags, "conf/serve.yaml",
+        "example:\n  imgfeat reregister --model models:/imgfeat/3      # prints the new version to serve",
     ),
     Subcommand(
         "insights", "registered model → one HTML report: projection, activation maps, outliers, near-duplicates, errors",

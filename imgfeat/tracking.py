@@ -359,6 +359,15 @@ def describe_version(name: str, version: str, description: str, tags: Mapping[st
         client.set_model_version_tag(name, version, f"{TAG_PREFIX}{key}", value)
 
 
+def version_record(name: str, version: str) -> tuple[str, dict[str, str]]:
+    """A registered version's description and its `imgfeat.` tags (prefix removed)."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().get_model_version(name, version)
+    tags = {k.removeprefix(TAG_PREFIX): v for k, v in (found.tags or {}).items() if k.startswith(TAG_PREFIX)}
+    return found.description or "", tags
+
+
 def aliased_version(name: str, alias: str) -> str | None:
     """The version of model `name` that carries `alias`; None if none does (or no such model)."""
     from mlflow import MlflowClient

@@ -269,3 +269,36 @@ def test_loading_the_registered_model_imports_no_job_table_training_or_tracking_
     local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1", dst_path=str(tmp_path / "m"))
     code = os.path.join(local, loaded["code"], "imgfeat")
     assert sorted(n for n in os.listdir(code) if n != "__pycache__") == sorted(SERVED_CODE)
+
+
+def test_a_version_logged_before_the_serving_rules_is_refused_until_reregistered(trainset, monkeypatch):
+    """An old version (its logged code lacks the serving policy) does not start; `reregister`
+    logs it again with today's code: the same predictions, and serve accepts it."""
+    import mlflow
+
+    from imgfeat import model as served
+    from imgfeat.config import ServeConfig, load_config
+    from imgfeat.errors import InputError
+    from imgfeat.runs import reregister_run
+    from imgfeat.runs.serve import refuse_unguarded
+    from imgfeat.scoring import resolve_model
+
+    mlflow.set_tracking_uri(trainset.tracking_uri)
+    mlflow.set_registry_uri(trainset.tracking_uri)
+    current = resolve_model(f"models:/{MODEL_NAME}/1")
+    with monkeypatch.context() as patch:  # what an imgfeat before the serving rules logged
+        patch.setattr(served, "SERVED_CODE", tuple(n for n in served.SERVED_CODE if n != "served_input.py"))
+        with mlflow.start_run():
+            old = served.relog(current.local_dir, "textures-old")
+    old_uri = f"models:/textures-old/{old.version}"
+
+    with pytest.raises(InputError, match=f"imgfeat reregister --model {old_uri}"):
+        refuse_unguarded(old_uri)
+    summary = reregister_run(load_config(ServeConfig, overrides=[f"tracking.uri={trainset.tracking_uri}"], model=old_uri))
+
+    assert summary.source == old_uri and summary.model_uri == f"models:/textures-old/{int(old.version) + 1}"
+    refuse_unguarded(summary.model_uri)  # accepted now
+    frame = __import__("pandas").DataFrame({"content": [f.read_bytes() for f in _jpegs(trainset)]})
+    before = served.load_image_model(current.local_dir).predict(None, frame)
+    after = served.load_image_model(resolve_model(summary.model_uri).local_dir).predict(None, frame)
+    np.testing.assert_allclose(np.stack(after["probabilities"]), np.stack(before["probabilities"]), atol=1e-6)

@@ -120,7 +120,7 @@ def test_registered_model_has_signature_input_example_and_its_run(trainset):
     mlflow.set_registry_uri(trainset.tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/1")
     inputs = {c.name: (c.type.name, c.required) for c in info.signature.inputs.inputs}
-    assert inputs == {"content": ("binary", False), "path": ("string", False)}
+    assert inputs == {"content": ("string", False), "path": ("string", False)}  # base64 text, decoded by the model
     assert [c.name for c in info.signature.outputs.inputs][:3] == ["prediction", "predicted_class", "probabilities"]
     assert info.saved_input_example_info is not None
     run = client.get_run(trained.run_id)

@@ -2,7 +2,8 @@
 entry points in `jobs/` and the notebooks alike.
 
 Owns: for each job (featurize, train, select, finetune, score, serve, nightly,
-insights: the names of `conf/`, `jobs/` and the CLI), the order of its stages,
+insights: the names of `conf/`, `jobs/` and the CLI; reregister, a serving
+admin step that reads serve's config), the order of its stages,
 what its MLflow run records, and its summary; `_shared` holds what several
 jobs use. Must not: hold stage logic (reading labels, fitting, featurizing,
 the selection or promotion rule live in the stage modules), parse arguments,
@@ -18,6 +19,7 @@ from imgfeat.runs.insights import InsightsSummary, insights_run
 from imgfeat.runs.nightly import NIGHTLY_STEPS, NightlySummary, _promote, nightly_run
 from imgfeat.runs.score import ScoreSummary, score_run
 from imgfeat.runs.select import SelectSummary, select_run
+from imgfeat.runs.reregister import ReregisterSummary, reregister_run
 from imgfeat.runs.serve import serve_run
 from imgfeat.runs.train import TrainSummary, train_run
 
@@ -27,6 +29,7 @@ __all__ = [
     "FinetuneSummary",
     "InsightsSummary",
     "NightlySummary",
+    "ReregisterSummary",
     "ScoreSummary",
     "SelectSummary",
     "TrainSummary",
@@ -36,6 +39,7 @@ __all__ = [
     "finetune_run",
     "insights_run",
     "nightly_run",
+    "reregister_run",
     "score_run",
     "select_run",
     "serve_run",
