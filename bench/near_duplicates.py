@@ -20,9 +20,9 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-import psutil
 
 
 def _write(path: str, n: int, dim: int, pairs: int, seed: int) -> None:
@@ -65,7 +65,7 @@ class PeakRss:
                     pass
             self.peak = max(self.peak, total)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

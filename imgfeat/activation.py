@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from imgfeat.errors import FeaturizerError
+from imgfeat.features import FeatureSpec
 from imgfeat.featurizers import Featurizer
 from imgfeat.featurizers.featurizer import TorchFeaturizer
 from imgfeat.featurizers.pooling import pool_shares
-from imgfeat.features import FeatureSpec
 
 
 def unsupported(featurizer: Featurizer) -> str | None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,8 +22,21 @@ from imgfeat.errors import ConfigError
 
 #: Image file extensions the listing keeps (matched case-insensitively).
 DEFAULT_EXTENSIONS = (
-    "jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff",
-    "jfif", "ppm", "pgm", "pbm", "heic", "heif", "avif",
+    "jpg",
+    "jpeg",
+    "png",
+    "bmp",
+    "gif",
+    "webp",
+    "tif",
+    "tiff",
+    "jfif",
+    "ppm",
+    "pgm",
+    "pbm",
+    "heic",
+    "heif",
+    "avif",
 )
 
 
@@ -46,7 +60,9 @@ class SparkConfig(Section):
         None, description="Spark master; null keeps the session spark-submit or Databricks gives, else local[*]."
     )
     app_name: str = Field("imgfeat", description="Spark application name (unused when a session already exists).")
-    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings, e.g. {spark.executor.memory: 4g}.")
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Extra Spark settings, e.g. {spark.executor.memory: 4g}."
+    )
 
 
 class TrackingConfig(Section):
@@ -55,7 +71,9 @@ class TrackingConfig(Section):
     enabled: bool = Field(True, description="Log the run (params, metrics, lineage tags) and its model to MLflow.")
     uri: str | None = Field(
         None,
-        description="MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory.",
+        description=(
+            "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory."
+        ),
     )
     experiment: str = Field("imgfeat", description="MLflow experiment the runs are logged under.")
 
@@ -67,8 +85,9 @@ class FeaturizerConfig(Section):
         "efficientnet_lite0", description="Registry name (`imgfeat featurizers` lists them); any timm model name works."
     )
     weights: str = Field(
-        "default", description="default (offline package weights, else the hub) | hub | random (tests) | a checkpoint path or URI "
-        "| models:/NAME/VERSION | models:/NAME/latest | runs:/ID/path."
+        "default",
+        description="default (offline package weights, else the hub) | hub | random (tests) | a checkpoint path or URI "
+        "| models:/NAME/VERSION | models:/NAME/latest | runs:/ID/path.",
     )
     weights_sha256: str | None = Field(None, description="Optional pin: refuse weights whose sha256 differs.")
     pooling: Literal["avg", "max", "avgmax", "gem"] = Field(
@@ -76,20 +95,42 @@ class FeaturizerConfig(Section):
     )
     gem_p: float = Field(3.0, description="p of GeM pooling (pooling: gem).")
     layers: tuple[int, ...] = Field(
-        (-1,), description="Feature levels pooled and concatenated: [-1] = the final stage, [-1, -2] = also the one before."
+        (-1,),
+        description="Feature levels pooled and concatenated: [-1] = the final stage, [-1, -2] = also the one before.",
     )
-    fold_bn: bool = Field(True, description="Fold BatchNorm into the convolutions: same numbers within 1e-4, faster on CPU; false = the network as published.")
+    fold_bn: bool = Field(
+        True,
+        description=(
+            "Fold BatchNorm into the convolutions: same numbers within "
+            "1e-4, faster on CPU; false = the network as published."
+        ),
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto (the task's GPU if Spark assigned one, else CPU) | cpu | cuda."
     )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto", description="auto (ONNX Runtime on CPU when the exported graph matches torch within 1e-4, else torch) | torch | onnxruntime."
+        "auto",
+        description=(
+            "auto (ONNX Runtime on CPU when the exported graph matches "
+            "torch within 1e-4, else torch) | torch | onnxruntime."
+        ),
     )
-    onnx_cache: str = Field("~/.cache/imgfeat/onnx", description="Driver folder where exported ONNX graphs are cached (re-exported if their bytes change).")
-    autocast: bool = Field(True, description="On a GPU, run under bf16 (else fp16) autocast, about 2x faster; false = fp32; no effect on CPU.")
+    onnx_cache: str = Field(
+        "~/.cache/imgfeat/onnx",
+        description="Driver folder where exported ONNX graphs are cached (re-exported if their bytes change).",
+    )
+    autocast: bool = Field(
+        True,
+        description="On a GPU, run under bf16 (else fp16) autocast, about 2x faster; false = fp32; no effect on CPU.",
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="Images per forward pass (GPU: 128-256).")
     dim: int | None = Field(
-        None, ge=1, description="Reduce embeddings to this many dims with a PCA basis fitted once and kept with the table; null = full size."
+        None,
+        ge=1,
+        description=(
+            "Reduce embeddings to this many dims with a PCA basis "
+            "fitted once and kept with the table; null = full size."
+        ),
     )
     pca_sample: int = Field(5000, ge=2, description="Images the PCA basis is fitted on.")
 
@@ -99,9 +140,15 @@ class ReadConfig(Section):
 
     extensions: tuple[str, ...] = Field(DEFAULT_EXTENSIONS, description="File extensions to read (case-insensitive).")
     max_bytes_per_batch: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Bound on encoded bytes a worker holds in flight (memory guard for big photos)."
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bound on encoded bytes a worker holds in flight (memory guard for big photos).",
     )
-    max_pixels: int = Field(100_000_000, ge=1, description="Decompression-bomb guard: an image with more pixels is a row with status too_large.")
+    max_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Decompression-bomb guard: an image with more pixels is a row with status too_large.",
+    )
     decode_threads: int = Field(0, ge=0, description="Decode threads per task; 0 = one per task core.")
     files_per_partition: int = Field(
         256, ge=1, description="Listing rows per Spark task (more tasks = better balance)."
@@ -111,8 +158,12 @@ class ReadConfig(Section):
 class FeaturizeConfig(Section):
     """`imgfeat featurize`: images under `input` → rows in the Delta table at `table`."""
 
-    input: str | None = Field(None, description="Images: a directory, glob or any URI Spark's binaryFile source reads (recursive); required.")
-    table: str = Field("warehouse/embeddings", description="Delta table of embeddings (local path, s3://, abfss://, dbfs:/ ...).")
+    input: str | None = Field(
+        None, description="Images: a directory, glob or any URI Spark's binaryFile source reads (recursive); required."
+    )
+    table: str = Field(
+        "warehouse/embeddings", description="Delta table of embeddings (local path, s3://, abfss://, dbfs:/ ...)."
+    )
     featurizer: FeaturizerConfig = FeaturizerConfig()
     read: ReadConfig = ReadConfig()
     spark: SparkConfig = SparkConfig()
@@ -132,10 +183,13 @@ class LabelsConfig(SourceConfig):
     """Labels (and tabular feature columns) keyed by `path`; no source: the parent folder name is the label."""
 
     label: str = Field("folder", description="`folder` = the image's parent folder name, or a column of `source`.")
-    numeric: tuple[str, ...] = Field((), description="Numeric columns of `source` added to the features (missing values are NaN).")
+    numeric: tuple[str, ...] = Field(
+        (), description="Numeric columns of `source` added to the features (missing values are NaN)."
+    )
     categorical: tuple[str, ...] = Field((), description="Categorical columns of `source` used as features.")
     encoding: Literal["onehot", "index"] = Field(
-        "onehot", description="Categorical columns as onehot (a 0/1 feature per value seen in train) or index (a number)."
+        "onehot",
+        description="Categorical columns as onehot (a 0/1 feature per value seen in train) or index (a number).",
     )
 
 
@@ -178,19 +232,27 @@ class TrainConfig(Section):
     """`imgfeat train`: embeddings (+ tabular columns) → XGBoost on Spark → MLflow model."""
 
     table: str = Field("warehouse/embeddings", description="Embeddings Delta table written by `imgfeat featurize`.")
-    version: int | None = Field(None, ge=0, description="Table version to read (time travel), recorded as lineage; null = the latest.")
+    version: int | None = Field(
+        None, ge=0, description="Table version to read (time travel), recorded as lineage; null = the latest."
+    )
     featurizers: tuple[FeaturizerConfig, ...] = Field(
-        (FeaturizerConfig(),), min_length=1, description="Featurizers whose embeddings are concatenated, in order: names or featurizer sections "
-        "(comma-separated names on the command line; auto = the latest `imgfeat select` choice for the table)."
+        (FeaturizerConfig(),),
+        min_length=1,
+        description="Featurizers whose embeddings are concatenated, in order: names or featurizer sections "
+        "(comma-separated names on the command line; auto = the latest `imgfeat select` choice for the table).",
     )
     labels: LabelsConfig = LabelsConfig()
     task: Literal["auto", "classification", "regression"] = Field("auto", description=_TASK)
     split: SplitConfig = SplitConfig()
     xgboost: dict[str, Any] = Field(
-        default_factory=dict, description="Params of xgboost.spark's SparkXGBClassifier / SparkXGBRegressor, merged over imgfeat's defaults."
+        default_factory=dict,
+        description="Params of xgboost.spark's SparkXGBClassifier / SparkXGBRegressor, merged over imgfeat's defaults.",
     )
     baselines: BaselinesConfig = BaselinesConfig()
-    model_name: str | None = Field("imgfeat", description="Registered MLflow model name (a new version per run); null = log the model in the run only.")
+    model_name: str | None = Field(
+        "imgfeat",
+        description="Registered MLflow model name (a new version per run); null = log the model in the run only.",
+    )
     alias: str | None = Field(
         None,
         description="Point this alias (e.g. champion) at the registered version; nightly: only when it beats "
@@ -203,13 +265,15 @@ class TrainConfig(Section):
     @classmethod
     def _mlflow_alias(cls, value: str | None) -> str | None:
         if value is not None and (
-            not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", value) or value.lower() == "latest" or re.fullmatch(r"[vV]\d+", value)
+            not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", value)
+            or value.lower() == "latest"
+            or re.fullmatch(r"[vV]\d+", value)
         ):
             raise ValueError(f"{value!r} is not an MLflow alias (letters, digits, _ and -; not latest, not v<number>)")
         return value
 
     @model_validator(mode="after")
-    def _alias_needs_a_registered_model(self) -> "TrainConfig":
+    def _alias_needs_a_registered_model(self) -> TrainConfig:
         if self.alias and not self.model_name:
             raise ValueError(f"alias {self.alias!r} needs a registered model: set model_name")
         return self
@@ -261,7 +325,9 @@ class ScoreConfig(Section):
         None, description="models:/NAME/VERSION, models:/NAME@ALIAS, models:/NAME/latest, runs:/ID/model."
     )
     input: str | None = Field(None, description="Directory, glob or URI of images (required).")
-    output: str = Field("warehouse/scores", description="Scores Delta table: one row per (path, model_name, model_version).")
+    output: str = Field(
+        "warehouse/scores", description="Scores Delta table: one row per (path, model_name, model_version)."
+    )
     table: str | None = Field(
         "warehouse/embeddings", description="Embeddings table whose rows are reused; null = featurize every image."
     )
@@ -281,14 +347,18 @@ class ServeLimits(Section):
     """What one request may ask of the served model; checked before any image is decoded."""
 
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body in bytes (Databricks Model Serving caps it at 16 MB); more is HTTP 413."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body in bytes (Databricks Model Serving caps it at 16 MB); more is HTTP 413.",
     )
     max_rows: int = Field(256, ge=1, description="Most rows (images or records) in one request; more is HTTP 400.")
     max_image_bytes: int = Field(
         12 * 1024 * 1024, ge=1024, description="Largest encoded image in one row; a bigger one is a `too_large` row."
     )
     max_pixels: int = Field(
-        40_000_000, ge=1, description="Most pixels an image may declare; a bigger one is a `too_large` row, never decoded."
+        40_000_000,
+        ge=1,
+        description="Most pixels an image may declare; a bigger one is a `too_large` row, never decoded.",
     )
     busy_after_s: float = Field(
         50.0, gt=0, description="GET /ping answers 503 while a request has been scoring longer than this."
@@ -305,7 +375,9 @@ class ServePaths(Section):
     allow_urls: bool = Field(
         False, description="Let `path` be a URL under `root` (root must then be a URL, e.g. s3://bucket/images/)."
     )
-    read_timeout_s: float = Field(5.0, gt=0, description="Seconds one file read may take; slower is a `read_error` row.")
+    read_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds one file read may take; slower is a `read_error` row."
+    )
 
 
 class ServeConfig(Section):
@@ -359,7 +431,8 @@ class FinetuneConfig(Section):
     seed: int = Field(0, description="Seed of the head's initialization and the order of the images.")
     distributor: DistributorConfig = DistributorConfig()
     model_name: str | None = Field(
-        "imgfeat-finetuned", description="Registered MLflow model name of the fine-tuned featurizer; null = don't register."
+        "imgfeat-finetuned",
+        description="Registered MLflow model name of the fine-tuned featurizer; null = don't register.",
     )
     output: str | None = Field(None, description="Also write the backbone checkpoint to this file path.")
     read: ReadConfig = ReadConfig()
@@ -367,9 +440,11 @@ class FinetuneConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _keeps_a_result(self) -> "FinetuneConfig":
+    def _keeps_a_result(self) -> FinetuneConfig:
         if self.output is None and not (self.tracking.enabled and self.model_name):
-            raise ValueError("nothing would keep the fine-tuned weights: set output, or tracking.enabled and model_name")
+            raise ValueError(
+                "nothing would keep the fine-tuned weights: set output, or tracking.enabled and model_name"
+            )
         if self.labels.numeric or self.labels.categorical:
             raise ValueError("labels.numeric / labels.categorical are train's features; fine-tuning uses images only")
         if self.featurizer.dim is not None:
@@ -404,7 +479,8 @@ class InsightsConfig(Section):
         None, ge=2, description="Images projected; null = 2000 or all if fewer (more than the table has is an error)."
     )
     projection: Literal["umap", "trimap", "pca"] = Field(
-        "umap", description="umap: repeatable for a seed; trimap: DataRobot's, not bit-repeatable; pca: linear, instant."
+        "umap",
+        description="umap: repeatable for a seed; trimap: DataRobot's, not bit-repeatable; pca: linear, instant.",
     )
     seed: int = Field(0, description="Seed of the sample and the projection.")
     thumbnail_px: int = Field(64, ge=16, le=256, description="Longest side of the embedded thumbnails.")
@@ -442,7 +518,9 @@ class MaintainConfig(Section):
     vacuum_retention_hours: int | None = Field(
         168,
         ge=168,
-        description="Delete files no version of the last this-many hours uses (min 168, Delta's default); null = never.",
+        description=(
+            "Delete files no version of the last this-many hours uses (min 168, Delta's default); null = never."
+        ),
     )
 
 
@@ -460,9 +538,12 @@ class NightlyConfig(Section):
     """
 
     featurize: FeaturizeConfig = Field(
-        FeaturizeConfig(), description="The featurize step: keys of conf/featurize.yaml; its table is train's and score's."
+        FeaturizeConfig(),
+        description="The featurize step: keys of conf/featurize.yaml; its table is train's and score's.",
     )
-    train: TrainConfig = Field(TrainConfig(), description="The train step: keys of conf/train.yaml; alias defaults to champion.")
+    train: TrainConfig = Field(
+        TrainConfig(), description="The train step: keys of conf/train.yaml; alias defaults to champion."
+    )
     score: ScoreConfig = Field(
         ScoreConfig(), description="The score step: keys of conf/score.yaml; input defaults to featurize.input."
     )
@@ -471,7 +552,11 @@ class NightlyConfig(Section):
     maintain: MaintainConfig = MaintainConfig()
     spark: SparkConfig = Field(SparkConfig(), description="Spark settings of every step that does not set its own.")
     tracking: TrackingConfig = Field(
-        TrackingConfig(), description="MLflow settings of every step that does not set its own (keep enabled: score uses the model train registers)."
+        TrackingConfig(),
+        description=(
+            "MLflow settings of every step that does not set its own "
+            "(keep enabled: score uses the model train registers)."
+        ),
     )
 
     @model_validator(mode="before")
@@ -494,7 +579,7 @@ class NightlyConfig(Section):
         return {**data, **steps}
 
     @model_validator(mode="after")
-    def _one_table(self) -> "NightlyConfig":
+    def _one_table(self) -> NightlyConfig:
         if not self.featurize.table == self.train.table == self.score.table:
             raise ValueError(
                 f"train.table ({self.train.table}) and score.table ({self.score.table}) must be "
@@ -604,4 +689,3 @@ def _is_text(cls: type[BaseModel], dotted: str) -> bool:
 def dump_config(cfg: BaseModel) -> dict[str, Any]:
     """Plain JSON-able dict of a config (for tracking and run metadata)."""
     return cfg.model_dump(mode="json")
-

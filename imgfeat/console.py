@@ -89,8 +89,11 @@ def child_output() -> IO | None:
     global _ANNOUNCED
     if not _ANNOUNCED:
         _ANNOUNCED = True
-        print(f"imgfeat: Spark, MLflow and XGBoost logs: {_LOG_PATH} (--verbose shows them here)",
-              file=sys.stderr, flush=True)
+        print(
+            f"imgfeat: Spark, MLflow and XGBoost logs: {_LOG_PATH} (--verbose shows them here)",
+            file=sys.stderr,
+            flush=True,
+        )
     _LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
     return open(_LOG_PATH, "a", buffering=1)
 

@@ -13,9 +13,10 @@ collect features to the driver (only labels and predictions come back).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pyspark.sql import Column, DataFrame

@@ -15,8 +15,8 @@ reads labels and the split here too, so it splits exactly as training does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,16 @@ PRIMARY_METRIC = {"classification": "accuracy", "regression": "r2"}
 FEATURES = "features"
 
 _LABEL, _SPLIT, _FOLD = cv.LABEL, cv.SPLIT, cv.FOLD
-_MLFLOW_TYPES = {"string": "string", "boolean": "boolean", "double": "double", "float": "double",
-                 "bigint": "long", "int": "long", "smallint": "long", "tinyint": "long"}
+_MLFLOW_TYPES = {
+    "string": "string",
+    "boolean": "boolean",
+    "double": "double",
+    "float": "double",
+    "bigint": "long",
+    "int": "long",
+    "smallint": "long",
+    "tinyint": "long",
+}
 
 
 def embedding_columns(n: int) -> list[str]:
@@ -68,7 +76,7 @@ def table_spec(f: FeaturizerConfig, table: str, spec: FeaturizerSpec | None = No
 def _config_specs(cfg: TrainConfig, resolved: Sequence[FeaturizerSpec] | None) -> tuple[FeaturizerSpec, ...]:
     """`cfg.featurizers` as the table holds them (`resolved`: the same featurizers already resolved)."""
     given = resolved or [None] * len(cfg.featurizers)
-    specs = tuple(table_spec(f, cfg.table, s) for f, s in zip(cfg.featurizers, given))
+    specs = tuple(table_spec(f, cfg.table, s) for f, s in zip(cfg.featurizers, given, strict=True))
     if len({s.fingerprint for s in specs}) != len(specs):  # one name twice is fine: e.g. pretrained + fine-tuned
         raise ConfigError(f"featurizers: {[s.name for s in specs]} lists a featurizer twice")
     return specs
@@ -123,8 +131,10 @@ def read_labeled(
     else:
         labeled = labeled.cache()
         task, classes = infer_task(labeled, cfg.task)
-        types = {c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
-                 for c in (*cfg.labels.numeric, *cfg.labels.categorical)}
+        types = {
+            c: _MLFLOW_TYPES.get(labeled.schema[c].dataType.simpleString(), "string")
+            for c in (*cfg.labels.numeric, *cfg.labels.categorical)
+        }
         cached = (labeled,)
     target = with_target(labeled, task, classes, cfg.split, cfg.labels)
     return Labeled(target, specs, task, classes, int(version), types, cached)
@@ -147,7 +157,9 @@ class TrainingSet:
 
 
 def training_set(
-    spark: SparkSession, cfg: TrainConfig, only: DataFrame | None = None,
+    spark: SparkSession,
+    cfg: TrainConfig,
+    only: DataFrame | None = None,
     resolved: Sequence[FeaturizerSpec] | None = None,
 ) -> TrainingSet:
     """`read_labeled` for `cfg`, checked (every fold and the test split non-empty, every class
@@ -176,14 +188,18 @@ def _embedding_rows(table: DataFrame, specs: Sequence[FeaturizerSpec], name: str
     """One row per image with an ok embedding for every featurizer (`emb_0`, `emb_1`, ...)."""
     joined: DataFrame | None = None
     ok = table.where(F.col("status") == Status.OK.value)
-    for column, spec in zip(embedding_columns(len(specs)), specs):
+    for column, spec in zip(embedding_columns(len(specs)), specs, strict=True):
         mine = ok.where(F.col("featurizer") == spec.name)
         found = [r[0] for r in mine.select("featurizer_fingerprint").distinct().collect()]
         if spec.fingerprint not in found:
             raise InputError(
                 f"{name} has no ok rows of featurizer {spec.name!r} with fingerprint {spec.fingerprint[:12]}"
-                + (f" (it has {', '.join(f[:12] for f in found)}: set the featurizer's weights, pooling and "
-                   "layers as in the featurize run)" if found else "")
+                + (
+                    f" (it has {', '.join(f[:12] for f in found)}: set the featurizer's weights, pooling and "
+                    "layers as in the featurize run)"
+                    if found
+                    else ""
+                )
             )
         keep = ("path", "content_sha256", "modification_time", "length") if joined is None else ("path",)
         part = mine.where(F.col("featurizer_fingerprint") == spec.fingerprint).select(
@@ -265,7 +281,9 @@ def infer_task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
     """classification (strings, booleans, few integers) or regression; and the classes."""
     labeled = rows.where(F.col("label").isNotNull())
     kind = labeled.schema["label"].dataType
-    if requested == "regression" or (requested == "auto" and isinstance(kind, (T.FloatType, T.DoubleType, T.DecimalType))):
+    if requested == "regression" or (
+        requested == "auto" and isinstance(kind, (T.FloatType, T.DoubleType, T.DecimalType))
+    ):
         if not isinstance(kind, T.NumericType):
             raise InputError(f"task regression needs a numeric label, got {kind.simpleString()}")
         return "regression", ()
@@ -323,8 +341,10 @@ def _check_classes_in_folds(rows: DataFrame, classes: Sequence[str], folds: int)
     """Every class needs `folds` non-test images, spread over at least two folds: a class whose
     images all hash into one fold is missing from that fold's training rows, and its scores
     would measure a model that never saw the class."""
-    in_folds = rows.where(F.col(_SPLIT) != "test").groupBy(_LABEL).agg(
-        F.count(F.lit(1)).alias("n"), F.collect_set(_FOLD).alias("folds")
+    in_folds = (
+        rows.where(F.col(_SPLIT) != "test")
+        .groupBy(_LABEL)
+        .agg(F.count(F.lit(1)).alias("n"), F.collect_set(_FOLD).alias("folds"))
     )
     found = {int(r[_LABEL]): (int(r["n"]), sorted(r["folds"])) for r in in_folds.collect()}
     for i, name in enumerate(classes):

@@ -55,9 +55,7 @@ _UNSUPPORTED_RE = re.compile(
     re.IGNORECASE,
 )
 # ISO-BMFF `ftyp` major brands of still-image containers (HEIF family, AVIF).
-_HEIF_BRANDS = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HAVE_AVIF = bool(features.check_module("avif"))
 
@@ -79,9 +77,7 @@ class Decoded:
     height: int | None
 
 
-def decode_image(
-    data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Decoded:
+def decode_image(data: bytes, *, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode `data` into an RGB image; any bad input becomes a status, never an exception.
 
     `draft_size`: for JPEG, let libjpeg decode at 1/2, 1/4 or 1/8 scale while
@@ -183,10 +179,7 @@ _plugin_cache: tuple[int, list[tuple[str, Any, Any]]] = (-1, [])
 
 def _too_large(fmt: str, width: int, height: int, max_pixels: int) -> Decoded:
     """Refusal of a decompression bomb (or just a huge image), with its size."""
-    reason = (
-        f"{fmt} is {width}x{height} = {width * height:,} pixels, "
-        f"over the limit of {max_pixels:,} (max_pixels)"
-    )
+    reason = f"{fmt} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} (max_pixels)"
     return Decoded(Status.TOO_LARGE, reason, None, width, height)
 
 

@@ -41,9 +41,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -153,9 +154,7 @@ def existing_keys(spark: SparkSession, table: str, fingerprint: str) -> DataFram
     dt = _deltars_table(table)
     if dt is None:
         return None
-    keys = dt.to_pyarrow_dataset().to_table(
-        columns=cols, filter=ds.field("featurizer_fingerprint") == fingerprint
-    )
+    keys = dt.to_pyarrow_dataset().to_table(columns=cols, filter=ds.field("featurizer_fingerprint") == fingerprint)
     schema = TABLE_SPARK_SCHEMA
     sub = type(schema)([schema[c] for c in cols])
     return spark.createDataFrame(keys.cast(pa.schema([TABLE_ARROW_SCHEMA.field(c) for c in cols])), schema=sub)
@@ -477,9 +476,7 @@ def _commit_deltars(
         # No commit retries for the create: delta-rs would rebase a create that
         # lost the race for version 0 onto the winner's table as a blind append,
         # duplicating every row both runs staged. Failing, it commits below instead.
-        create = CommitProperties(
-            custom_metadata=meta, app_transactions=[Transaction(app_id, 1)], max_commit_retries=0
-        )
+        create = CommitProperties(custom_metadata=meta, app_transactions=[Transaction(app_id, 1)], max_commit_retries=0)
         try:
             write_deltalake(
                 table, reader, mode="error", partition_by=list(contract.partition_by), commit_properties=create
@@ -497,8 +494,12 @@ def _commit_deltars(
         try:
             if replace is not None:
                 write_deltalake(
-                    dt, reader, mode="overwrite", predicate=replace,
-                    partition_by=list(contract.partition_by), commit_properties=props,
+                    dt,
+                    reader,
+                    mode="overwrite",
+                    predicate=replace,
+                    partition_by=list(contract.partition_by),
+                    commit_properties=props,
                 )
             else:
                 (

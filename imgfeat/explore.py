@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 
 from imgfeat import delta
@@ -26,8 +26,10 @@ from imgfeat.sources import read_bytes
 
 def status_counts(spark: SparkSession, table: str) -> pd.DataFrame:
     """Rows per (featurizer, status), with a sample error message per group."""
-    rows = delta.read_table(spark, table).groupBy("featurizer", "status").agg(
-        F.count(F.lit(1)).alias("rows"), F.first("error", ignorenulls=True).alias("example_error")
+    rows = (
+        delta.read_table(spark, table)
+        .groupBy("featurizer", "status")
+        .agg(F.count(F.lit(1)).alias("rows"), F.first("error", ignorenulls=True).alias("example_error"))
     )
     return rows.orderBy("featurizer", "status").toPandas()
 

@@ -10,8 +10,9 @@ served model imports this module).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,14 +61,14 @@ class FeatureSpec:
                 parts.append(np.stack([(values == c).to_numpy() for c in cats], axis=1).astype(np.float32))
             else:
                 index = {c: float(i) for i, c in enumerate(cats)}
-                parts.append(values.map(lambda v: index.get(v, np.nan)).to_numpy(np.float32).reshape(n, 1))
+                parts.append(values.map(lambda v, index=index: index.get(v, np.nan)).to_numpy(np.float32).reshape(n, 1))
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FeatureSpec":
+    def from_json(cls, text: str) -> FeatureSpec:
         data = json.loads(text)
         specs = tuple(_featurizer_from_dict(f) for f in data.pop("featurizers"))
         categorical = tuple((c, tuple(cats)) for c, cats in data.pop("categorical"))

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,10 +40,20 @@ from imgfeat.progress import Reporter
 from imgfeat.schema import WORKER_SPARK_SCHEMA
 from imgfeat.sources import read_bytes
 
-__all__ = ["WorkerOptions", "Prepared", "cached_featurizer", "pick_device", "pipelined", "prepare_bytes", "prepare_path"]
+__all__ = [
+    "WorkerOptions",
+    "Prepared",
+    "cached_featurizer",
+    "pick_device",
+    "pipelined",
+    "prepare_bytes",
+    "prepare_path",
+]
 
 
-def worker_featurizer(spec: FeaturizerSpec, opts: WorkerOptions, on_load: Callable[[], None] | None = None) -> Featurizer:
+def worker_featurizer(
+    spec: FeaturizerSpec, opts: WorkerOptions, on_load: Callable[[], None] | None = None
+) -> Featurizer:
     """This worker's featurizer for `opts`: the shipped ONNX graph when there is one
     (torch is not imported), else torch on `opts.device` with the task's cores as threads."""
     if opts.graph:
@@ -135,10 +146,7 @@ def featurize_listing_batches(
         if listing.empty:
             continue
         rows = listing.to_dict("records")
-        jobs = (
-            (int(r["length"] or 0), _bind(prepare_path, r["path"], model, opts.max_pixels))
-            for r in rows
-        )
+        jobs = ((int(r["length"] or 0), _bind(prepare_path, r["path"], model, opts.max_pixels)) for r in rows)
         start = 0
         for items, vectors in pipelined(jobs, model, opts):
             chunk = listing.iloc[start : start + len(items)]

@@ -29,10 +29,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,14 +42,14 @@ from pyspark.sql import functions as F
 
 from imgfeat import faults
 from imgfeat.config import FinetuneConfig
+from imgfeat.cv import classification_metrics, regression_metrics
+from imgfeat.dataset import PRIMARY_METRIC, infer_task, with_labels, with_target
 from imgfeat.errors import FeaturizerError, InputError, Status
 from imgfeat.featurize import WorkerOptions, featurize_listing, prepare_path
 from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
 from imgfeat.featurizers.registered import BACKBONE_FILE
 from imgfeat.featurizers.resolve import resolve_spec
-from imgfeat.cv import classification_metrics, regression_metrics
-from imgfeat.dataset import PRIMARY_METRIC, infer_task, with_labels, with_target
 
 log = logging.getLogger("imgfeat")
 
@@ -96,7 +97,9 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
         labeled = ok.where(F.col("label").isNotNull())
         if labeled.limit(1).count() == 0:
             where = cfg.labels.source or "the folder names"
-            raise InputError(f"none of the {by_status.get('ok', 0)} decodable images under {cfg.input} has a label in {where}")
+            raise InputError(
+                f"none of the {by_status.get('ok', 0)} decodable images under {cfg.input} has a label in {where}"
+            )
         task, classes = infer_task(labeled, cfg.task)
         target = with_target(labeled, task, classes, cfg.split, cfg.labels)
         frame = target.select("path", "content_sha256", "label_index", "split", "fold").toPandas()
@@ -132,7 +135,7 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
 
 def _pairs(frame: pd.DataFrame) -> tuple[tuple[str, float], ...]:
     ordered = frame.sort_values("path")  # a run's order does not depend on Spark's
-    return tuple(zip(ordered["path"].tolist(), ordered["label_index"].astype(float).tolist()))
+    return tuple(zip(ordered["path"].tolist(), ordered["label_index"].astype(float).tolist(), strict=True))
 
 
 def check(p: Plan, cfg: FinetuneConfig) -> None:
@@ -155,7 +158,9 @@ def check(p: Plan, cfg: FinetuneConfig) -> None:
             f"{cfg.batch_size} x {processes} process(es) needs {cfg.batch_size * processes}; lower batch_size"
         )
     if not p.validation:
-        raise InputError("cross-validation fold 0 (the per-epoch validation images) is empty; label more images or lower split.folds")
+        raise InputError(
+            "cross-validation fold 0 (the per-epoch validation images) is empty; label more images or lower split.folds"
+        )
 
 
 # ----------------------------------------------------------------------------- the training processes
@@ -210,12 +215,23 @@ def save(cfg: FinetuneConfig, base: FeaturizerSpec, p: Plan, result: Result, fol
     weights.write_bytes(result.backbone)
     (folder / "head.pt").write_bytes(result.head)
     tuned = resolve_spec(cfg.featurizer.model_copy(update={"weights": str(weights), "weights_sha256": None}))
-    (folder / "featurizer.json").write_text(json.dumps(
-        {"name": tuned.name, "arch": tuned.arch, "base_weights": base.weights, "pooling": tuned.pooling,
-         "layers": list(tuned.layers), "dim": tuned.dim, "task": p.task, "classes": list(p.classes),
-         "weights_sha256": tuned.weights_sha256, "fingerprint": tuned.fingerprint},
-        indent=1,
-    ))
+    (folder / "featurizer.json").write_text(
+        json.dumps(
+            {
+                "name": tuned.name,
+                "arch": tuned.arch,
+                "base_weights": base.weights,
+                "pooling": tuned.pooling,
+                "layers": list(tuned.layers),
+                "dim": tuned.dim,
+                "task": p.task,
+                "classes": list(p.classes),
+                "weights_sha256": tuned.weights_sha256,
+                "fingerprint": tuned.fingerprint,
+            },
+            indent=1,
+        )
+    )
     if cfg.output:
         Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.output).write_bytes(result.backbone)

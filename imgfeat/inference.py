@@ -18,10 +18,11 @@ import hashlib
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def pick_device(requested: str) -> str:
     return "cuda:0"
 
 
-def mixed_precision(model: Featurizer, enabled: bool) -> ContextManager[Any]:
+def mixed_precision(model: Featurizer, enabled: bool) -> AbstractContextManager[Any]:
     """Autocast for a model on a CUDA device: bf16 where the GPU has it, else fp16.
 
     Tensor cores and half the memory traffic, about twice the images per second;
@@ -178,8 +179,10 @@ def pipelined(
     exhausted = False
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="imgfeat-decode") as pool:
         while True:
-            while not exhausted and len(inflight) < 2 * opts.batch_size and (
-                not inflight or bytes_in_flight < opts.max_bytes_in_flight
+            while (
+                not exhausted
+                and len(inflight) < 2 * opts.batch_size
+                and (not inflight or bytes_in_flight < opts.max_bytes_in_flight)
             ):
                 nxt = next(pending, None)
                 if nxt is None:

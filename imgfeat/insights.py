@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from imgfeat.dataset import sample, with_features
 from imgfeat.decode import decode_image
+from imgfeat.features import FeatureSpec
 from imgfeat.novelty import unit_rows
 from imgfeat.sources import read_bytes
-from imgfeat.dataset import sample, with_features
-from imgfeat.features import FeatureSpec
 
 _UNIT = T.StructType([T.StructField("path", T.StringType()), T.StructField("unit", T.ArrayType(T.FloatType()))])
 
@@ -50,7 +51,9 @@ def with_units(rows: DataFrame, embedding_cols: Sequence[str]) -> DataFrame:
     return rows.select("path", *cols).mapInPandas(run, _UNIT)
 
 
-def with_predictions(rows: DataFrame, features: FeatureSpec, booster_raw: bytes, embedding_cols: Sequence[str]) -> DataFrame:
+def with_predictions(
+    rows: DataFrame, features: FeatureSpec, booster_raw: bytes, embedding_cols: Sequence[str]
+) -> DataFrame:
     """`rows` + `predicted` (class index), `confidence` (its probability), `probabilities`."""
     assembled = with_features(rows, features, embedding_cols)
     schema = T.StructType(
@@ -103,7 +106,9 @@ def project(vectors: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- outliers
-def nearest_distances(units: DataFrame, reference: np.ndarray, reference_paths: Sequence[str] | None, k: int) -> DataFrame:
+def nearest_distances(
+    units: DataFrame, reference: np.ndarray, reference_paths: Sequence[str] | None, k: int
+) -> DataFrame:
     """(path, distances): each row's k smallest distances to `reference` rows (unit
     vectors, broadcast), skipping the reference row with the same path."""
     spark = units.sparkSession
@@ -123,7 +128,9 @@ def nearest_distances(units: DataFrame, reference: np.ndarray, reference_paths: 
             nearest = np.sort(np.partition(sq, k - 1, axis=1)[:, :k], axis=1)
             yield pd.DataFrame({"path": batch["path"], "distances": list(np.sqrt(nearest).astype(np.float32))})
 
-    schema = T.StructType([T.StructField("path", T.StringType()), T.StructField("distances", T.ArrayType(T.FloatType()))])
+    schema = T.StructType(
+        [T.StructField("path", T.StringType()), T.StructField("distances", T.ArrayType(T.FloatType()))]
+    )
     return units.mapInPandas(run, schema)
 
 
@@ -137,12 +144,17 @@ class Outliers:
     mad: float
 
 
-def outliers(units: DataFrame, reference: np.ndarray, reference_paths: Sequence[str], k: int, z: float, show: int) -> Outliers:
+def outliers(
+    units: DataFrame, reference: np.ndarray, reference_paths: Sequence[str], k: int, z: float, show: int
+) -> Outliers:
     """Score every row by its mean distance to its k nearest sampled images; flag a
     modified z-score (0.6745 (score - median) / MAD, Iglewicz & Hoaglin) above `z`."""
-    scored = nearest_distances(units, reference, reference_paths, k).select(
-        "path", F.aggregate("distances", F.lit(0.0), lambda a, x: a + x) / F.size("distances")
-    ).toDF("path", "score").cache()
+    scored = (
+        nearest_distances(units, reference, reference_paths, k)
+        .select("path", F.aggregate("distances", F.lit(0.0), lambda a, x: a + x) / F.size("distances"))
+        .toDF("path", "score")
+        .cache()
+    )
     try:
         median = float(scored.select(F.percentile_approx("score", 0.5, 10_000)).first()[0])
         mad = float(scored.select(F.percentile_approx(F.abs(F.col("score") - median), 0.5, 10_000)).first()[0])
@@ -200,7 +212,9 @@ def near_duplicates(units: DataFrame, threshold: float, bits: int, tables: int, 
             if batch.empty:
                 continue
             dots = np.einsum("ij,ij->i", np.stack(batch["unit_a"].to_numpy()), np.stack(batch["unit_b"].to_numpy()))
-            yield pd.DataFrame({"path_a": batch["path_a"], "path_b": batch["path_b"], "cosine": dots.astype(np.float64)})
+            yield pd.DataFrame(
+                {"path_a": batch["path_a"], "path_b": batch["path_b"], "cosine": dots.astype(np.float64)}
+            )
 
     pairs = candidates.join(left, "path_a").join(right, "path_b").select("path_a", "path_b", "unit_a", "unit_b")
     return pairs.mapInPandas(cosine, "path_a string, path_b string, cosine double").where(F.col("cosine") >= threshold)
@@ -212,7 +226,9 @@ def _mean(units: DataFrame) -> np.ndarray:
     def sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if not batch.empty:
-                yield pd.DataFrame({"n": [len(batch)], "total": [np.stack(batch["unit"].to_numpy()).sum(axis=0, dtype=np.float64)]})
+                yield pd.DataFrame(
+                    {"n": [len(batch)], "total": [np.stack(batch["unit"].to_numpy()).sum(axis=0, dtype=np.float64)]}
+                )
 
     parts = units.mapInPandas(sums, "n long, total array<double>").collect()
     n = sum(r["n"] for r in parts)
@@ -247,7 +263,11 @@ def confident_errors(predicted: DataFrame, per_class: int) -> pd.DataFrame:
     wrong = predicted.where((F.col("split") == "test") & (F.col("predicted") != F.col("label_index").cast("int")))
     rank = F.row_number().over(Window.partitionBy("label_index").orderBy(F.desc("confidence"), "path"))
     keep = wrong.withColumn("rank", rank).where(F.col("rank") <= per_class)
-    return keep.select("path", "label", "label_index", "predicted", "confidence", "rank").orderBy("label_index", "rank").toPandas()
+    return (
+        keep.select("path", "label", "label_index", "predicted", "confidence", "rank")
+        .orderBy("label_index", "rank")
+        .toPandas()
+    )
 
 
 # --------------------------------------------------------------------------- novelty
@@ -266,7 +286,9 @@ def novelty_histogram(units: DataFrame, reference: Any, threshold: float, bins: 
     scored = nearest.mapInPandas(run, "novelty double").cache()
     try:
         step = 100.0 / bins
-        counts = dict(scored.groupBy(F.least(F.floor(F.col("novelty") / step), F.lit(bins - 1)).cast("int")).count().collect())
+        counts = dict(
+            scored.groupBy(F.least(F.floor(F.col("novelty") / step), F.lit(bins - 1)).cast("int")).count().collect()
+        )
         above = scored.where(F.col("novelty") >= threshold).count()
     finally:
         scored.unpersist()
@@ -361,18 +383,30 @@ def analyse(
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
     classes = features.classes
     counts = {r["status"]: int(r["count"]) for r in statuses.groupBy("status").count().collect()}
-    bad = statuses.where(F.col("status") != "ok").select("path", "status", "error").orderBy("path").limit(BAD_LISTED).toPandas()
+    bad = (
+        statuses.where(F.col("status") != "ok")
+        .select("path", "status", "error")
+        .orderBy("path")
+        .limit(BAD_LISTED)
+        .toPandas()
+    )
 
     predicted = with_predictions(rows, features, model.booster.save_raw("ubj"), emb).cache()
     units = with_units(predicted, emb).cache()
     try:
-        picked = sample(predicted, n_sample, cfg.seed).select(
-            "path", "label", "split", "label_index", "predicted", "confidence"
-        ).join(units, "path").orderBy("path").toPandas()
+        picked = (
+            sample(predicted, n_sample, cfg.seed)
+            .select("path", "label", "split", "label_index", "predicted", "confidence")
+            .join(units, "path")
+            .orderBy("path")
+            .toPandas()
+        )
         vectors = np.stack(picked.pop("unit").to_numpy()).astype(np.float32)
         xy = project(vectors, cfg.projection, cfg.seed)
         points = picked.assign(
-            x=xy[:, 0], y=xy[:, 1], predicted_class=[classes[k] for k in picked["predicted"]],
+            x=xy[:, 0],
+            y=xy[:, 1],
+            predicted_class=[classes[k] for k in picked["predicted"]],
             wrong=(picked["split"] == "test") & (picked["predicted"] != picked["label_index"].astype(int)),
         )
         out = outliers(units, vectors, list(points["path"]), cfg.outliers.k, cfg.outliers.z, cfg.outliers.show)
@@ -383,28 +417,56 @@ def analyse(
             "leaking": pairs.where("leak").count(),
             "label_noise": pairs.where("noise").count(),
         }
-        shown = pairs.orderBy(F.desc("leak"), F.desc("noise"), F.desc("cosine"), "path_a", "path_b").limit(nd.show).toPandas()
+        shown = (
+            pairs.orderBy(F.desc("leak"), F.desc("noise"), F.desc("cosine"), "path_a", "path_b")
+            .limit(nd.show)
+            .toPandas()
+        )
         pairs.unpersist()
         test = predicted.where(F.col("split") == "test").select("label_index", "predicted").toPandas()
         errors = confident_errors(predicted, cfg.errors_per_class)
         maps, maps_note = activation_maps(predicted, features, model, cfg.activation_maps)
         hist, novel = (None, None)
         if model.novelty is not None:
-            hist, novel = novelty_histogram(units.join(predicted.where(F.col("split") == "test").select("path"), "path"),
-                                            model.novelty, cfg.novelty_threshold)
-        wanted = set(points["path"]) | set(out.top["path"]) | set(shown["path_a"]) | set(shown["path_b"]) | set(errors["path"])
+            hist, novel = novelty_histogram(
+                units.join(predicted.where(F.col("split") == "test").select("path"), "path"),
+                model.novelty,
+                cfg.novelty_threshold,
+            )
+        wanted = (
+            set(points["path"])
+            | set(out.top["path"])
+            | set(shown["path_a"])
+            | set(shown["path_b"])
+            | set(errors["path"])
+        )
         thumbs = thumbnails(predicted.where(F.col("path").isin(sorted(wanted))), cfg.thumbnail_px) if wanted else {}
     finally:
         units.unpersist()
         predicted.unpersist()
     return Insights(
-        about=about, counts=counts, bad=bad, classes=classes, points=points, outliers=out, pairs=shown,
-        pair_counts=pair_counts, confusion=confusion(test, len(classes)), errors=errors, maps=maps, maps_note=maps_note,
-        novelty_hist=hist, novel=novel, novelty_threshold=cfg.novelty_threshold, thumbs=thumbs,
+        about=about,
+        counts=counts,
+        bad=bad,
+        classes=classes,
+        points=points,
+        outliers=out,
+        pairs=shown,
+        pair_counts=pair_counts,
+        confusion=confusion(test, len(classes)),
+        errors=errors,
+        maps=maps,
+        maps_note=maps_note,
+        novelty_hist=hist,
+        novel=novel,
+        novelty_threshold=cfg.novelty_threshold,
+        thumbs=thumbs,
     )
 
 
-def activation_maps(predicted: DataFrame, features: FeatureSpec, model: Any, per_class: int) -> tuple[list[ActivationMap], str | None]:
+def activation_maps(
+    predicted: DataFrame, features: FeatureSpec, model: Any, per_class: int
+) -> tuple[list[ActivationMap], str | None]:
     """Maps for the `per_class` most confident right and wrong test images of each class."""
     from pyspark.sql import Window
 
@@ -419,9 +481,12 @@ def activation_maps(predicted: DataFrame, features: FeatureSpec, model: Any, per
     rank = F.row_number().over(Window.partitionBy("label_index", right).orderBy(F.desc("confidence"), "path"))
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
     chosen = (
-        predicted.where(F.col("split") == "test").withColumn("rank", rank).where(F.col("rank") <= per_class)
+        predicted.where(F.col("split") == "test")
+        .withColumn("rank", rank)
+        .where(F.col("rank") <= per_class)
         .select("path", "label", "label_index", "predicted", "confidence", *emb, *features.columns)
-        .orderBy("label_index", F.desc("confidence")).toPandas()
+        .orderBy("label_index", F.desc("confidence"))
+        .toPandas()
     )
     if chosen.empty:
         return [], "no test images"

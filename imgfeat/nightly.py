@@ -27,10 +27,11 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -197,7 +198,10 @@ def retrain_reason(trained: Trained | None, new_rows: int, policy: RetrainPolicy
         return f"{new_rows} new rows >= retrain.min_new_rows {policy.min_new_rows}"
     fraction = new_rows / max(trained.rows, 1)
     if policy.min_new_fraction is not None and fraction >= policy.min_new_fraction:
-        return f"{new_rows} new rows = {fraction:.1%} of {trained.rows} >= retrain.min_new_fraction {policy.min_new_fraction:g}"
+        return (
+            f"{new_rows} new rows = {fraction:.1%} of {trained.rows} "
+            f">= retrain.min_new_fraction {policy.min_new_fraction:g}"
+        )
     return None
 
 

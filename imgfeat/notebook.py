@@ -66,7 +66,9 @@ def widgets(
         else:
             dbutils.widgets.text(name, default, s.description)
     if config:
-        dbutils.widgets.text(CONFIG_WIDGET, "", "Optional YAML config file (any key of the job's conf file; widgets win).")
+        dbutils.widgets.text(
+            CONFIG_WIDGET, "", "Optional YAML config file (any key of the job's conf file; widgets win)."
+        )
 
 
 def config_from_widgets(dbutils: Any, cls: type[C], keys: Keys, config: bool = True) -> C:

@@ -13,8 +13,8 @@ import Spark or MLflow (the scoring pyfunc loads it on workers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class NoveltyReference:
     nn_distances: np.ndarray  # (n,) float32, ascending
 
     @classmethod
-    def fit(cls, embeddings: Sequence[np.ndarray]) -> "NoveltyReference":
+    def fit(cls, embeddings: Sequence[np.ndarray]) -> NoveltyReference:
         vectors = unit_rows(embeddings)
         if len(vectors) < 2:
             raise ValueError("a novelty reference needs at least 2 training rows")
@@ -76,6 +76,6 @@ class NoveltyReference:
             np.savez_compressed(f, vectors=self.vectors, nn_distances=self.nn_distances)
 
     @classmethod
-    def load(cls, path: str) -> "NoveltyReference":
+    def load(cls, path: str) -> NoveltyReference:
         with np.load(path) as data:
             return cls(data["vectors"].astype(np.float32), data["nn_distances"].astype(np.float32))

@@ -24,9 +24,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -202,7 +203,7 @@ def _watch(current: Stage, sock: socket.socket | None, stream: TextIO, live: boo
         else:
             try:
                 data = sock.recv(256)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 data = b""
             parts = data.split()
             if len(parts) == 3 and parts[0] == token and parts[1].isdigit() and parts[2].isdigit():

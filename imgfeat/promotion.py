@@ -46,7 +46,8 @@ def promote(spark: SparkSession, cfg: TrainConfig, name: str, new: str, result: 
         )
     old = scores[metric.removeprefix("test_")]
     versus = (
-        f"{metric} {value:.4f} vs {old:.4f} on the same test split ({n} images of {result.table} version {result.version})"
+        f"{metric} {value:.4f} vs {old:.4f} on the same test split "
+        f"({n} images of {result.table} version {result.version})"
     )
     if value > old:
         tracking.set_alias(name, alias, new)

@@ -29,7 +29,8 @@ body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse} td,th{padding:3px 8px;border:1px solid #e4e4e4;font-size:13px;vertical-align:top}
 figure{display:inline-block;margin:4px;text-align:center;font-size:11px;max-width:140px;word-break:break-all}
-.note{color:#666;font-size:13px} .bad{color:#b00} .pair{display:inline-block;border:1px solid #ddd;margin:4px;padding:4px}
+.note{color:#666;font-size:13px} .bad{color:#b00}
+.pair{display:inline-block;border:1px solid #ddd;margin:4px;padding:4px}
 .heat td{width:48px;text-align:center}
 """
 
@@ -79,12 +80,17 @@ def _summary(data: Insights) -> str:
     bad = ""
     if len(data.bad):
         rows = "".join(
-            f"<tr><td>{html.escape(r.path)}</td><td class='bad'>{html.escape(r.status)}</td><td>{html.escape(str(r.error))}</td></tr>"
+            f"<tr><td>{html.escape(r.path)}</td><td class='bad'>{html.escape(r.status)}</td>"
+            f"<td>{html.escape(str(r.error))}</td></tr>"
             for r in data.bad.itertuples()
         )
-        bad = f"<p>Rows not ok (never projected):</p><table><tr><th>path</th><th>status</th><th>error</th></tr>{rows}</table>"
+        bad = (
+            "<p>Rows not ok (never projected):</p>"
+            f"<table><tr><th>path</th><th>status</th><th>error</th></tr>{rows}</table>"
+        )
     return _section(
-        "summary", "Summary",
+        "summary",
+        "Summary",
         f"<table>{about}<tr><th>rows by status</th><td>{html.escape(counts)}</td></tr>"
         f"<tr><th>test accuracy</th><td>{data.accuracy:.3f}</td></tr></table>{bad}",
     )
@@ -126,12 +132,27 @@ def _scatter(data: Insights):
         }
     )
     fig = figure(width=900, height=620, tools="pan,wheel_zoom,box_zoom,reset,save", toolbar_location="above")
-    points = fig.scatter("x", "y", source=source, size=9, fill_color="colour", line_color="ring", line_width=2,
-                         fill_alpha=0.8, legend_field="label", name="projection_points")
-    fig.add_tools(HoverTool(renderers=[points], tooltips=(
-        "<div><img src='@thumb' width='96'/><div>@path</div>"
-        "<div>label <b>@label</b> · predicted <b>@predicted</b> (@confidence) · @split</div></div>"
-    )))
+    points = fig.scatter(
+        "x",
+        "y",
+        source=source,
+        size=9,
+        fill_color="colour",
+        line_color="ring",
+        line_width=2,
+        fill_alpha=0.8,
+        legend_field="label",
+        name="projection_points",
+    )
+    fig.add_tools(
+        HoverTool(
+            renderers=[points],
+            tooltips=(
+                "<div><img src='@thumb' width='96'/><div>@path</div>"
+                "<div>label <b>@label</b> · predicted <b>@predicted</b> (@confidence) · @split</div></div>"
+            ),
+        )
+    )
     fig.legend.location = "top_left"
     return fig
 
@@ -142,8 +163,14 @@ def _histogram(data: Insights):
 
     hist = data.novelty_hist
     step = 100.0 / len(hist)
-    fig = figure(width=700, height=260, x_range=(0, 100), tools="save", x_axis_label="novelty (percentile)",
-                 y_axis_label="test images")
+    fig = figure(
+        width=700,
+        height=260,
+        x_range=(0, 100),
+        tools="save",
+        x_axis_label="novelty (percentile)",
+        y_axis_label="test images",
+    )
     fig.vbar(x=[step * (i + 0.5) for i in range(len(hist))], top=hist.tolist(), width=step * 0.9, name="novelty_bars")
     fig.add_layout(Span(location=data.novelty_threshold, dimension="height", line_color="#b00", line_dash="dashed"))
     return fig
@@ -165,8 +192,11 @@ def _maps(data: Insights) -> str:
     if not data.maps:
         return f"<p class='note'>{html.escape(data.maps_note or 'none')}</p>"
     figs = [
-        _figure(m.path, overlay_uri(m.image, m.heat),
-                f"{m.label} → {m.predicted} ({m.confidence:.2f}){'' if m.label == m.predicted else ' WRONG'}")
+        _figure(
+            m.path,
+            overlay_uri(m.image, m.heat),
+            f"{m.label} → {m.predicted} ({m.confidence:.2f}){'' if m.label == m.predicted else ' WRONG'}",
+        )
         for m in data.maps
     ]
     return (
@@ -193,7 +223,10 @@ def overlay_uri(image: np.ndarray, heat: np.ndarray, px: int = 160) -> str:
 # ---------------------------------------------------------------- outliers and pairs
 def _outliers(data: Insights) -> str:
     o = data.outliers
-    figs = "".join(_figure(r.path, data.thumbs.get(r.path, ""), f"distance {r.score:.3f} · z {r.z:.1f}") for r in o.top.itertuples())
+    figs = "".join(
+        _figure(r.path, data.thumbs.get(r.path, ""), f"distance {r.score:.3f} · z {r.z:.1f}")
+        for r in o.top.itertuples()
+    )
     return (
         f"<p class='note'>Mean distance to the {o.k} nearest sampled images (unit embeddings); "
         f"{o.count} images above modified z-score {o.z_threshold:g} (median {o.median:.3f}, MAD {o.mad:.3f}). "
@@ -225,7 +258,8 @@ def _errors(data: Insights) -> str:
     rows = []
     for i, c in enumerate(classes):
         cells = "".join(
-            f"<td style='background:rgba({'40,120,200' if i == j else '200,40,40'},{m[i, j] / peak:.2f})'>{m[i, j]}</td>"
+            f"<td style='background:rgba({'40,120,200' if i == j else '200,40,40'},{m[i, j] / peak:.2f})'>"
+            f"{m[i, j]}</td>"
             for j in range(len(classes))
         )
         rows.append(f"<tr><th>{html.escape(c)}</th>{cells}</tr>")

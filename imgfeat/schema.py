@@ -43,6 +43,4 @@ TABLE_SPARK_SCHEMA = T.StructType([T.StructField(n, s, True) for n, s, _ in _COL
 TABLE_ARROW_SCHEMA = pa.schema([pa.field(n, a, True) for n, _, a in _COLUMNS])
 
 #: What a featurize worker emits: the table minus the run columns.
-WORKER_SPARK_SCHEMA = T.StructType(
-    [f for f in TABLE_SPARK_SCHEMA.fields if f.name not in RUN_COLUMNS]
-)
+WORKER_SPARK_SCHEMA = T.StructType([f for f in TABLE_SPARK_SCHEMA.fields if f.name not in RUN_COLUMNS])

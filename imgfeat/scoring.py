@@ -17,9 +17,9 @@ import hashlib
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import mlflow
 import numpy as np
@@ -39,8 +39,19 @@ from imgfeat.sources import read_bytes
 
 #: Names this module exported before the served model moved to `imgfeat.model`.
 __all__ = [
-    "ImageModel", "LoggedModel", "load_image_model", "log_model", "model_booster", "model_features",
-    "SCORES", "ResolvedModel", "resolve_model", "hash_files", "with_stored_embeddings", "score_rows", "ship_model",
+    "ImageModel",
+    "LoggedModel",
+    "load_image_model",
+    "log_model",
+    "model_booster",
+    "model_features",
+    "SCORES",
+    "ResolvedModel",
+    "resolve_model",
+    "hash_files",
+    "with_stored_embeddings",
+    "score_rows",
+    "ship_model",
 ]
 
 _SCORES = (
@@ -193,7 +204,7 @@ def score_rows(
                     "prediction": scored["prediction"].astype("float64"),
                     "predicted_class": scored["predicted_class"].where(~unread, None),
                     "probabilities": [
-                        dict(zip(model.features.classes, p)) if isinstance(p, list) else None
+                        dict(zip(model.features.classes, p, strict=True)) if isinstance(p, list) else None
                         for p in scored["probabilities"]
                     ],
                     "status": scored["status"].where(~unread, Status.READ_ERROR.value),

@@ -130,7 +130,9 @@ def _item_section(info: FieldInfo) -> type[Section] | None:
     return args[0] if args and isinstance(args[0], type) and issubclass(args[0], Section) else None
 
 
-def _yaml_lines(cls: type[Section], defaults: Mapping[str, Any], only: Mapping[str, Sequence[str]], prefix: str = "") -> list[str]:
+def _yaml_lines(
+    cls: type[Section], defaults: Mapping[str, Any], only: Mapping[str, Sequence[str]], prefix: str = ""
+) -> list[str]:
     indent = "  " * prefix.count(".")
     lines: list[str] = []
     keep = only.get(prefix.rstrip("."))
@@ -158,23 +160,36 @@ def render_yaml(cls: type[Section], header: str, only: Mapping[str, Sequence[str
     return "\n".join([*head, "", *_yaml_lines(cls, _defaults(cls), only or {})]).replace("\n\n\n", "\n\n") + "\n"
 
 
-_GENERATED = "Generated from imgfeat/config.py by `python -m imgfeat.settings_doc --write`: edit the descriptions there."
+_GENERATED = (
+    "Generated from imgfeat/config.py by `python -m imgfeat.settings_doc --write`: edit the descriptions there."
+)
 
 CONF_FILES: tuple[ConfFile, ...] = (
-    ConfFile("featurize", config.FeaturizeConfig, f"""\
+    ConfFile(
+        "featurize",
+        config.FeaturizeConfig,
+        f"""\
 imgfeat featurize — every key, with its default. Run with no config at all and
 these defaults apply; CLI flags (--input, --table, --featurizer, --weights) and
 --set key=value override the file.
   imgfeat featurize --config conf/featurize.yaml --input DIR [--set featurizer.batch_size=64]
-{_GENERATED}"""),
-    ConfFile("train", config.TrainConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "train",
+        config.TrainConfig,
+        f"""\
 imgfeat train — every key, with its default. Run with no config at all and
 these defaults apply; --table, --version, --featurizers and --set key=value override the file.
   imgfeat train --config conf/train.yaml [--table PATH] [--version N] [--set k=v]
 A featurizer section takes the options the featurize run used (weights, pooling, layers, dim ...):
   featurizers: [efficientnet_lite0, {{name: resnet50, weights: /models/r50.pt, pooling: gem}}]
-{_GENERATED}"""),
-    ConfFile("finetune", config.FinetuneConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "finetune",
+        config.FinetuneConfig,
+        f"""\
 imgfeat finetune — every key, with its default. Run with no config at all and
 these defaults apply; --input, --model-name and --set key=value override the file.
   imgfeat finetune --config conf/finetune.yaml --input DIR [--set labels.source=labels.csv]
@@ -185,8 +200,13 @@ the network (head dropped) as a featurizer: then
   imgfeat featurize --weights models:/imgfeat-finetuned/latest ...
   train.yaml: featurizers: [{{name: efficientnet_lite0, weights: 'models:/imgfeat-finetuned/latest'}}]
 Only the train split is trained on: keep `labels` and `split` equal to train.yaml's.
-{_GENERATED}""", only={"featurizer": ("name", "weights", "pooling", "gem_p", "layers")}),
-    ConfFile("select", config.SelectConfig, f"""\
+{_GENERATED}""",
+        only={"featurizer": ("name", "weights", "pooling", "gem_p", "layers")},
+    ),
+    ConfFile(
+        "select",
+        config.SelectConfig,
+        f"""\
 imgfeat select — every key, with its default. Run with no config at all and
 these defaults apply; --input, --table, --candidates, --sample and --set key=value
 override the file.
@@ -199,23 +219,39 @@ non-test images of the sample only: the test split stays unseen), and prints
 candidate, dim, cv metric mean ± std, featurize ms/img, then `recommend: NAME`.
 Rule: the best cv mean (accuracy; R² for regression) sets the bar; of the candidates
 within one std of it, the cheapest (ms/img; a pair costs the sum of its parts) wins.
-{_GENERATED}"""),
-    ConfFile("score", config.ScoreConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "score",
+        config.ScoreConfig,
+        f"""\
 imgfeat score — every key, with its default. CLI flags (--model, --input,
 --output, --table) and --set key=value override the file.
   imgfeat score --model models:/imgfeat/latest --input DIR --output warehouse/scores
-{_GENERATED}"""),
-    ConfFile("serve", config.ServeConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "serve",
+        config.ServeConfig,
+        f"""\
 imgfeat serve — every key, with its default. CLI flags (--model, --host, --port,
 --workers, --paths-root) and --set key=value override the file.
   imgfeat serve --model models:/imgfeat/latest --port 5000
-{_GENERATED}"""),
-    ConfFile("insights", config.InsightsConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "insights",
+        config.InsightsConfig,
+        f"""\
 imgfeat insights — every key, with its default. CLI flags (--model, --table,
 --output, --sample, --projection) and --set key=value override the file.
   imgfeat insights --model models:/imgfeat/3 --output insights
-{_GENERATED}"""),
-    ConfFile("nightly", config.NightlyConfig, f"""\
+{_GENERATED}""",
+    ),
+    ConfFile(
+        "nightly",
+        config.NightlyConfig,
+        f"""\
 imgfeat nightly — featurize what is new, retrain past a threshold, score.
   imgfeat nightly --config conf/nightly.yaml [--input URI] [--table PATH] [--step featurize|train|score] [--set k=v]
 Exit codes: 0 done (also "nothing new"), 2 user error, 3 another run holds
@@ -224,11 +260,15 @@ the table's lock (retry later), 1 a bug.
 The three step sections take exactly the keys of their own job's config:
 conf/featurize.yaml, conf/train.yaml, conf/score.yaml (every key documented
 there). Only what differs from those defaults is needed here.
-{_GENERATED}""", only={
-        "featurize": ("input", "table", "featurizer"), "featurize.featurizer": ("name",),
-        "train": ("featurizers", "labels", "model_name", "alias"), "train.labels": ("label",),
-        "score": ("output",),
-    }),
+{_GENERATED}""",
+        only={
+            "featurize": ("input", "table", "featurizer"),
+            "featurize.featurizer": ("name",),
+            "train": ("featurizers", "labels", "model_name", "alias"),
+            "train.labels": ("label",),
+            "score": ("output",),
+        },
+    ),
 )
 
 
@@ -249,7 +289,9 @@ def render_table(cls: type[Section]) -> str:
         if skip and s.key.startswith(skip):
             continue
         if s.section in jobs:
-            rows.append(f"| `{s.key}` | | {_cell(s.description.rstrip('.'))}: see [{jobs[s.section]}](#{jobs[s.section]}). |")
+            rows.append(
+                f"| `{s.key}` | | {_cell(s.description.rstrip('.'))}: see [{jobs[s.section]}](#{jobs[s.section]}). |"
+            )
             skip = (*skip, s.key + ".")
         elif s.section is not None:
             rows.append(f"| **`{s.key}`** | | {_cell(s.description)} |")
@@ -273,7 +315,14 @@ def render_docs() -> str:
     ]
     for conf in CONF_FILES:
         doc = " ".join((conf.cls.__doc__ or "").strip().split("\n\n")[0].split())
-        parts += ["", f"## {conf.name}", "", f"{doc} Example file: `conf/{conf.name}.yaml`.", "", render_table(conf.cls)]
+        parts += [
+            "",
+            f"## {conf.name}",
+            "",
+            f"{doc} Example file: `conf/{conf.name}.yaml`.",
+            "",
+            render_table(conf.cls),
+        ]
     return "\n".join(parts) + "\n"
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
@@ -46,7 +46,7 @@ class Listing:
     def release(self) -> None:
         self.cached.unpersist()
 
-    def __enter__(self) -> "Listing":
+    def __enter__(self) -> Listing:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -247,7 +247,9 @@ def sample_local_files(uri: str, extensions: Iterable[str], limit: int) -> list[
     found: list[str] = []
     for root, dirs, files in os.walk(local):
         dirs.sort()
-        found += [os.path.join(root, n) for n in sorted(files) if n.lower().endswith(suffixes) and not n.startswith(".")]
+        found += [
+            os.path.join(root, n) for n in sorted(files) if n.lower().endswith(suffixes) and not n.startswith(".")
+        ]
         if len(found) >= limit:
             break
     return found[:limit]

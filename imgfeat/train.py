@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -39,8 +40,8 @@ from imgfeat.dataset import (
     with_features,
 )
 from imgfeat.errors import ConfigError, InputError, Status
-from imgfeat.featurize import WorkerOptions, featurize_listing
 from imgfeat.features import FeatureSpec, predict_output
+from imgfeat.featurize import WorkerOptions, featurize_listing
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.novelty import NoveltyReference
 
@@ -113,9 +114,7 @@ class TrainResult:
         ]
         for model, s in self.scores.items():
             mean, std = s.mean(), s.std()
-            rows.append(
-                f"{model:12}" + "".join(f"{mean[n]:>11.4f} ± {std[n]:.4f} {s.test[n]:>7.4f}" for n in names)
-            )
+            rows.append(f"{model:12}" + "".join(f"{mean[n]:>11.4f} ± {std[n]:.4f} {s.test[n]:>7.4f}" for n in names))
         return rows + ([f"WARNING: {self.warning}"] if self.warning else [])
 
 
@@ -171,8 +170,13 @@ def cross_validate(spark: SparkSession, cfg: TrainConfig, only: DataFrame) -> tu
     r = training_set(spark, cfg, only)
     params = {**XGB_DEFAULTS, **cfg.xgboost}
     scores, _, _ = xgboost_cv(
-        r.data, r.features.task, r.features.classes, params, cfg.split.folds,
-        fold_parallelism(spark, cfg, params), refit=False,
+        r.data,
+        r.features.task,
+        r.features.classes,
+        params,
+        cfg.split.folds,
+        fold_parallelism(spark, cfg, params),
+        refit=False,
     )
     r.release()
     return scores, r.features
@@ -273,17 +277,13 @@ def evaluate_on_test_split(
     return cv.classification_metrics(y.astype(int), out, len(features.classes)), len(frame)
 
 
-def _linear_baseline(
-    data: DataFrame, task: str, classes: Sequence[str], cfg: TrainConfig, parallel: int
-) -> cv.Scores:
+def _linear_baseline(data: DataFrame, task: str, classes: Sequence[str], cfg: TrainConfig, parallel: int) -> cv.Scores:
     """Spark ML logistic / linear regression on the same features (missing values as 0), same folds."""
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.functions import array_to_vector
     from pyspark.ml.regression import LinearRegression
 
-    vectors = data.withColumn(
-        "vector", array_to_vector(F.transform(FEATURES, lambda x: F.nanvl(x, F.lit(0.0))))
-    )
+    vectors = data.withColumn("vector", array_to_vector(F.transform(FEATURES, lambda x: F.nanvl(x, F.lit(0.0)))))
     if task == "classification":  # every class, even one a fold's training rows lack
         nominal = {"ml_attr": {"type": "nominal", "num_vals": len(classes)}}
         vectors = vectors.withColumn(_LABEL, F.col(_LABEL).alias(_LABEL, metadata=nominal))
@@ -338,4 +338,3 @@ def _example(data: DataFrame, spec: FeatureSpec) -> dict[str, Any]:
     row = data.where(F.col(_SPLIT) == "test").select("path", *spec.columns).first()
     assert row is not None
     return row.asDict()
-

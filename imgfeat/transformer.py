@@ -14,7 +14,7 @@ Bad images do not fail the job: their embedding is null and `statusCol` /
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 from pyspark import keyword_only
@@ -29,27 +29,30 @@ from imgfeat.featurize import WorkerOptions, cached_featurizer, pick_device, pip
 from imgfeat.featurizers import FeaturizerSpec, resolve_featurizer
 
 
-class ImageFeaturizer(
-    Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
-):
+class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """Image bytes column → `array<float>` embedding column (+ status, error)."""
 
-    featurizer = Param(Params._dummy(), "featurizer", "registry name, e.g. efficientnet_lite0",
-                       typeConverter=TypeConverters.toString)
-    weights = Param(Params._dummy(), "weights", "default | hub | random | checkpoint path/URI",
-                    typeConverter=TypeConverters.toString)
-    pooling = Param(Params._dummy(), "pooling", "avg | max | avgmax | gem",
-                    typeConverter=TypeConverters.toString)
-    batchSize = Param(Params._dummy(), "batchSize", "images per forward pass",
-                      typeConverter=TypeConverters.toInt)
-    device = Param(Params._dummy(), "device", "auto | cpu | cuda",
-                   typeConverter=TypeConverters.toString)
-    maxPixels = Param(Params._dummy(), "maxPixels", "decompression-bomb guard (pixels)",
-                      typeConverter=TypeConverters.toInt)
-    statusCol = Param(Params._dummy(), "statusCol", "output column for the row status",
-                      typeConverter=TypeConverters.toString)
-    errorCol = Param(Params._dummy(), "errorCol", "output column for the error message",
-                     typeConverter=TypeConverters.toString)
+    featurizer = Param(
+        Params._dummy(), "featurizer", "registry name, e.g. efficientnet_lite0", typeConverter=TypeConverters.toString
+    )
+    weights = Param(
+        Params._dummy(),
+        "weights",
+        "default | hub | random | checkpoint path/URI",
+        typeConverter=TypeConverters.toString,
+    )
+    pooling = Param(Params._dummy(), "pooling", "avg | max | avgmax | gem", typeConverter=TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "images per forward pass", typeConverter=TypeConverters.toInt)
+    device = Param(Params._dummy(), "device", "auto | cpu | cuda", typeConverter=TypeConverters.toString)
+    maxPixels = Param(
+        Params._dummy(), "maxPixels", "decompression-bomb guard (pixels)", typeConverter=TypeConverters.toInt
+    )
+    statusCol = Param(
+        Params._dummy(), "statusCol", "output column for the row status", typeConverter=TypeConverters.toString
+    )
+    errorCol = Param(
+        Params._dummy(), "errorCol", "output column for the error message", typeConverter=TypeConverters.toString
+    )
 
     @keyword_only
     def __init__(
@@ -68,9 +71,16 @@ class ImageFeaturizer(
     ) -> None:
         super().__init__()
         self._setDefault(
-            inputCol="content", outputCol="embedding", featurizer="efficientnet_lite0",
-            weights="default", pooling="avg", batchSize=32, device="auto",
-            maxPixels=100_000_000, statusCol="status", errorCol="error",
+            inputCol="content",
+            outputCol="embedding",
+            featurizer="efficientnet_lite0",
+            weights="default",
+            pooling="avg",
+            batchSize=32,
+            device="auto",
+            maxPixels=100_000_000,
+            statusCol="status",
+            errorCol="error",
         )
         self._set(**self._input_kwargs)
 
@@ -104,9 +114,7 @@ class ImageFeaturizer(
             model = cached_featurizer(spec, pick_device(opts.device))
             for frame in batches:
                 blobs = frame[in_col].tolist()
-                jobs = (
-                    (len(b or b""), _bind_bytes(b, model, opts.max_pixels)) for b in blobs
-                )
+                jobs = ((len(b or b""), _bind_bytes(b, model, opts.max_pixels)) for b in blobs)
                 start = 0
                 for items, vectors in pipelined(jobs, model, opts):
                     part = frame.iloc[start : start + len(items)].copy()

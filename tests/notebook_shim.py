@@ -10,9 +10,10 @@ reading an undeclared widget fails as it does on Databricks.
 from __future__ import annotations
 
 import runpy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 class Widgets:

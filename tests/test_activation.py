@@ -8,9 +8,9 @@ import torch
 import xgboost
 
 from imgfeat.activation import ShapCAM
+from imgfeat.features import FeatureSpec
 from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.featurizers.pooling import global_pool, pool_shares
-from imgfeat.features import FeatureSpec
 
 SIZE, HALF, PATCH = 224, 112, 56
 
@@ -72,5 +72,5 @@ def test_randomized_weights_change_the_maps(trained):
     other = ShapCAM(randomized, booster, FeatureSpec((randomized.spec,), "classification", features.classes))(
         test, x, np.ones(len(test), dtype=int)
     )
-    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(heat, other)]
+    corr = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(heat, other, strict=True)]
     assert np.nanmean(corr) < 0.5, corr

@@ -246,7 +246,7 @@ def test_thread_pool_gives_same_results(odd: tuple[Path, dict[str, Status]]) -> 
     blobs = [(folder / n).read_bytes() for n in names]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda b: decode_image(b, draft_size=64), blobs))
-    for name, d in zip(names, results):
+    for name, d in zip(names, results, strict=True):
         assert d.status is expected[name], name
         if d.status is Status.OK:
             again = decode_image((folder / name).read_bytes(), draft_size=64)

@@ -15,7 +15,6 @@ from deltalake import DeltaTable
 from pyspark.sql import types as T
 
 from imgfeat import delta
-from imgfeat.schema import TABLE_ARROW_SCHEMA
 
 FEATURIZER = "grayscale16"
 #: Paths SQL quoting must survive.

@@ -34,7 +34,7 @@ TABBY_LIKE = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {967, 968}  # espresso, cup
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def featurizer(name: str, weights: str = "default", **options) -> Featurizer:
     """Load once per test session (model builds dominate the run time)."""
     return load_featurizer(resolve_featurizer(name, weights=weights, **options))
@@ -163,7 +163,7 @@ def test_prepare_is_thread_safe():
     expected = [f.prepare(im) for im in images]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(f.prepare, images))
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -231,7 +231,7 @@ def test_list_featurizers_rows():
     assert rows["alexnet"].online == "hub:tv:AlexNet_Weights.IMAGENET1K_V1"
     assert (rows["grayscale16"].offline, rows["grayscale16"].online) == ("none", "")
     assert rows["resnet50"].mean == (0.485, 0.456, 0.406) and rows["xception"].mean == (0.5, 0.5, 0.5)
-    assert all(r.dim == e.dim for r, e in zip(rows.values(), ENTRIES))
+    assert all(r.dim == e.dim for r, e in zip(rows.values(), ENTRIES, strict=False))
 
 
 def test_any_timm_or_torchvision_name_works():

@@ -15,12 +15,12 @@ import torch
 from imgfeat import delta, finetune
 from imgfeat.cli import main
 from imgfeat.config import FeaturizeConfig, FinetuneConfig, SplitConfig, TrainConfig, load_config
+from imgfeat.cv import fold_column, split_column
 from imgfeat.dev.samples import spark_path, write_labeled_photos
 from imgfeat.featurize import prepare_path
 from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.featurizers.backbone import build_network, checkpoint_state_dict
 from imgfeat.sources import list_images
-from imgfeat.cv import fold_column, split_column
 
 CLASSES = ("brick", "grass")
 
@@ -49,7 +49,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     factors = [finetune.warmup_cosine(s, 3, 10) for s in range(11)]
     assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
     assert factors[3] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "tv:squeezenet1_1"])

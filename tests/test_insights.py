@@ -44,7 +44,7 @@ def test_near_duplicates_finds_the_planted_pair_across_splits_and_nothing_else(s
     units = insights.with_units(rows, ["emb_0"])
     pairs = insights.classify_pairs(insights.near_duplicates(units, 0.98, 16, 12, seed=0), rows).toPandas()
 
-    assert list(zip(pairs.path_a, pairs.path_b)) == [("img_0007", "img_0399")]
+    assert list(zip(pairs.path_a, pairs.path_b, strict=True)) == [("img_0007", "img_0399")]
     row = pairs.iloc[0]
     assert row.cosine == pytest.approx(float(unit[7] @ unit[399]), abs=1e-5)
     assert row.leak and row.noise and (row.split_a, row.split_b) == ("train", "test")

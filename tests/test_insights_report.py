@@ -15,7 +15,7 @@ from imgfeat.config import InsightsConfig, load_config
 from imgfeat.report import SECTIONS
 from imgfeat.runs import insights_run
 from tests.browser import browser, console_errors, png_pixels  # noqa: F401  (fixture)
-from tests.trainset import MODEL_NAME, PER_CLASS, CLASSES, trainset  # noqa: F401  (fixture)
+from tests.trainset import CLASSES, MODEL_NAME, PER_CLASS, trainset  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
 #: Set to a folder (docs/insights) to keep the section screenshots for the README.

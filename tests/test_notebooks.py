@@ -78,7 +78,7 @@ def test_notebooks_run_in_order_on_sample_photos(spark, tmp_path):
     assert near.groupby("query")["cosine"].apply(lambda c: c.is_monotonic_decreasing).all()
     top = near[near["rank"] == 1]
     label = lambda path: Path(path).parent.name  # noqa: E731
-    assert all(label(q) == label(nb) for q, nb in zip(top["query"], top["neighbour"]))
+    assert all(label(q) == label(nb) for q, nb in zip(top["query"], top["neighbour"], strict=True))
     assert shown.html[0].count("<img ") == 6 * 4
 
     report = tmp_path / "insights"

@@ -24,8 +24,7 @@ from deltalake import DeltaTable
 
 from imgfeat import cli, runs
 from imgfeat.config import FeaturizeConfig, load_config
-from imgfeat.featurizers import load_featurizer, resolve_featurizer
-from imgfeat.featurizers import runtime
+from imgfeat.featurizers import load_featurizer, resolve_featurizer, runtime
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
 from imgfeat.featurizers.registry import ENTRIES
 from imgfeat.featurizers.runtime import RuntimeUnavailable, cached_graph, choose_runtime, load_graph_featurizer
@@ -141,7 +140,7 @@ def test_spark_job_rows_are_the_same_with_either_runtime(spark, photos, tmp_path
         same = ["path", "content_sha256", "length", "featurizer", "featurizer_fingerprint", "dim", "status",
                 "error", "width", "height"]
         pd.testing.assert_frame_equal(rows[same], torch_rows[same])
-        for got, want in zip(rows["embedding"], torch_rows["embedding"]):
+        for got, want in zip(rows["embedding"], torch_rows["embedding"], strict=True):
             assert (got is None) == (want is None)
             if want is not None:
                 assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 1e-4

@@ -116,7 +116,7 @@ def test_score_job_reuses_stored_embeddings_featurizes_the_rest_and_keeps_bad_im
 
     embeddings, shas = _stored(trainset.table, stored)
     expected = _booster(trainset).predict(xgboost.DMatrix(embeddings))
-    for src, sha, probs in zip(stored, shas, expected):
+    for src, sha, probs in zip(stored, shas, expected, strict=True):
         row = rows[f"copy_of_{src.name}"]
         assert row["content_sha256"] == sha and not row["featurized"]
         assert row["model_name"] == MODEL_NAME and row["model_version"] == "1"

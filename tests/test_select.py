@@ -29,7 +29,7 @@ def test_default_candidates_are_the_offline_ones_and_the_floor_comes_last():
     assert check_candidates((), "grayscale16") == (*offline_candidates(), "grayscale16")
 
 
-def test_unknown_or_offline_less_candidates_are_refused_before_spark(tmp_path):
+def test_unknown_or_offline_less_candidates_are_refused_before_spark(tmp_path, capsys):
     with pytest.raises(FeaturizerError, match="unknown featurizer 'resnet5'"):
         check_candidates(("resnet5",), "grayscale16")
     with pytest.raises(FeaturizerError, match="'resnet50'.*not available offline"):
@@ -46,6 +46,7 @@ def test_unknown_or_offline_less_candidates_are_refused_before_spark(tmp_path):
         code = main(["select", "--input", str(tmp_path), "--table", str(tmp_path / "t"),
                      "--set", "spark.master=bogus://spark-must-not-start", *argv])
         assert code == 2, argv
+        assert message in capsys.readouterr().err, argv
 
 
 def test_bad_select_input_is_one_line_exit_2(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_folds_train_on_the_other_folds_and_the_refit_on_every_non_test_row(spar
     y = x[:, 0] * 2 + rng.normal(0, 0.1, 240)
     split = SplitConfig(test=0.25, folds=3, seed=0)
     frame = spark.createDataFrame(
-        [(f"{i:064x}", [float(v) for v in row], float(t)) for i, (row, t) in enumerate(zip(x, y))],
+        [(f"{i:064x}", [float(v) for v in row], float(t)) for i, (row, t) in enumerate(zip(x, y, strict=True))],
         "content_sha256 string, features array<float>, label_index double",
     ).withColumn("split", cv.split_column(split)).withColumn("fold", cv.fold_column(split)).cache()
     rest = frame.where(F.col("split") != "test").count()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
 
-from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.decode import decode_image
+from imgfeat.featurizers import load_featurizer, resolve_featurizer
 from imgfeat.transformer import ImageFeaturizer
 
 

@@ -24,10 +24,11 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,8 +109,11 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     _link(photos, inputs)
     _link(photos, work / "spark-input")
     cfg = load_config(
-        FeaturizeConfig, None, ["tracking.enabled=false", *opts.overrides],
-        input=str(work / "spark-input"), table=str(work / "table"),
+        FeaturizeConfig,
+        None,
+        ["tracking.enabled=false", *opts.overrides],
+        input=str(work / "spark-input"),
+        table=str(work / "table"),
     )
     spec = featurizer_spec(cfg)
     report.add("featurizer", f"{spec.name} (fold_bn={spec.fold_bn}, batch {cfg.featurizer.batch_size})")
@@ -171,8 +175,11 @@ def _ratios(report: Report) -> None:
         ("spark torch/model bn-folded ratio", "spark job torch img/s", "model bn-folded img/s"),
         ("spark/naive ratio", "spark job img/s", "naive udf img/s"),
         ("spark/predict_batch_udf ratio", "spark job img/s", "predict_batch_udf img/s"),
-        ("spark/loop ratio, cold (worker start vs model load included)", "spark job cold img/s",
-         "loop img/s incl. model load"),
+        (
+            "spark/loop ratio, cold (worker start vs model load included)",
+            "spark job cold img/s",
+            "loop img/s incl. model load",
+        ),
         ("spark/loop ratio", "spark job img/s", "loop img/s"),
     )
     for name, top, bottom in pairs:
@@ -234,14 +241,19 @@ def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) 
 def exported_graph(report: Report, spec: FeaturizerSpec, photos: Sequence[Path], onnx_cache: str) -> Graph | None:
     """The featurizer's verified ONNX graph (exported once, then cached), as the Spark job uses it."""
     try:
-        graph, seconds = _timed(lambda: cached_graph(
-            dataclasses.replace(spec, fold_bn=True), verification_photos([str(p) for p in photos[:4]]), onnx_cache
-        ))
+        graph, seconds = _timed(
+            lambda: cached_graph(
+                dataclasses.replace(spec, fold_bn=True), verification_photos([str(p) for p in photos[:4]]), onnx_cache
+            )
+        )
     except RuntimeUnavailable as exc:
         report.add("onnx graph", f"unavailable: {exc}")
         return None
-    report.add("onnx graph", f"{Path(graph.path).name}, {os.path.getsize(graph.path) / _MIB:.1f} MiB, "
-                             f"max abs diff {graph.max_abs_diff:.1e} vs torch on {graph.images} photos")
+    report.add(
+        "onnx graph",
+        f"{Path(graph.path).name}, {os.path.getsize(graph.path) / _MIB:.1f} MiB, "
+        f"max abs diff {graph.max_abs_diff:.1e} vs torch on {graph.images} photos",
+    )
     report.add("onnx graph ready s (export + check, or cache hit)", seconds, "{:.1f}")
     return graph
 
@@ -282,8 +294,9 @@ def model_figures(
         rate = _rate(lambda: onnx.embed(pixels), len(pixels), reps=3)
         report.add("model onnxruntime img/s", rate, "{:.1f}")
         report.add("model onnxruntime/torch ratio", rate / rates["bn-folded"], "{:.2f}")
-        report.add("model onnxruntime max abs diff", float(np.abs(onnx.embed(pixels) - plain.embed(pixels)).max()),
-                   "{:.2e}")
+        report.add(
+            "model onnxruntime max abs diff", float(np.abs(onnx.embed(pixels) - plain.embed(pixels)).max()), "{:.2e}"
+        )
     if compile:
         compiled, seconds = _timed(lambda: _compiled(folded.network, x_cl))
         report.add("model torch.compile s to compile", seconds, "{:.0f}")
@@ -335,15 +348,20 @@ def startup_figures(report: Report, spec: FeaturizerSpec, graph: Graph | None, r
         for _ in range(reps):
             out = subprocess.run(
                 [sys.executable, "-c", _STARTUP, pickle.dumps(spec).hex(), path, str(cores())],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.split()
             times.append(float(out[0]))
         report.add(f"worker start {name} s", min(times), "{:.2f}")
         report.add(f"worker start {name} imports torch", out[1])
     if graph:
         f = report.figures
-        report.add("worker start onnxruntime/torch ratio", f["worker start onnxruntime s"] / f["worker start torch s"],
-                   "{:.2f}")
+        report.add(
+            "worker start onnxruntime/torch ratio",
+            f["worker start onnxruntime s"] / f["worker start torch s"],
+            "{:.2f}",
+        )
 
 
 # ------------------------------------------------------ the tuned hand loop
@@ -382,8 +400,13 @@ def _prepare_path(path: Path, model: Featurizer) -> np.ndarray:
 
 # -------------------------------------------------------- the Spark job
 def spark_figures(
-    report: Report, sampler: RssSampler, spark: Any, cfg: FeaturizeConfig,
-    photos: Sequence[Path], extra: Sequence[Path], work: Path,
+    report: Report,
+    sampler: RssSampler,
+    spark: Any,
+    cfg: FeaturizeConfig,
+    photos: Sequence[Path],
+    extra: Sequence[Path],
+    work: Path,
 ) -> None:
     """imgfeat's featurize job to a fresh Delta table, twice: first with the
     session's Python workers cold (they start, import torch and load the model
@@ -450,8 +473,7 @@ def _max_diff(table: str, loop_file: Path) -> float:
     spark_by_name = {Path(r["path"]).name: r["embedding"] for r in rows}
     loop = pq.read_table(loop_file).to_pylist()
     return max(
-        float(np.abs(np.asarray(spark_by_name[Path(r["path"]).name]) - np.asarray(r["embedding"])).max())
-        for r in loop
+        float(np.abs(np.asarray(spark_by_name[Path(r["path"]).name]) - np.asarray(r["embedding"])).max()) for r in loop
     )
 
 
@@ -481,7 +503,9 @@ def naive_udf(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: i
 
     frame = spark.read.format("binaryFile").load(inputs)
     with _conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(batch)):
-        _, seconds = _timed(lambda: frame.select("path", embed("content").alias("embedding")).write.mode("overwrite").parquet(dest))
+        _, seconds = _timed(
+            lambda: frame.select("path", embed("content").alias("embedding")).write.mode("overwrite").parquet(dest)
+        )
     return seconds
 
 
@@ -504,7 +528,9 @@ def predict_batch(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batc
 
     udf = predict_batch_udf(make_predict_fn, return_type=T.ArrayType(T.FloatType()), batch_size=batch)
     frame = spark.read.format("binaryFile").load(inputs)
-    _, seconds = _timed(lambda: frame.select("path", udf("content").alias("embedding")).write.mode("overwrite").parquet(dest))
+    _, seconds = _timed(
+        lambda: frame.select("path", udf("content").alias("embedding")).write.mode("overwrite").parquet(dest)
+    )
     return seconds
 
 
@@ -556,7 +582,7 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
-    def measure(self, name: str, own: bool = False) -> "_Block":
+    def measure(self, name: str, own: bool = False) -> _Block:
         return _Block(self, name, own)
 
     def peak(self, name: str, total: bool = False) -> float:

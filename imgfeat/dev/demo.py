@@ -73,7 +73,9 @@ def add_cat(new: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m imgfeat.dev.demo", description="The whole pipeline on sample photos.")
+    parser = argparse.ArgumentParser(
+        prog="python -m imgfeat.dev.demo", description="The whole pipeline on sample photos."
+    )
     parser.add_argument("--verbose", action="store_true", help="show Spark, MLflow and XGBoost logs here")
     args = parser.parse_args(argv)
     if args.verbose:
@@ -91,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark()
     print(f"demo: {TRAIN_PER_CLASS} training photos per class {DEFAULT_CLASSES} in {train_dir}", flush=True)
 
-    featurized = featurize_run(
-        load_config(FeaturizeConfig, input=str(train_dir), table=str(table)), spark
-    )
+    featurized = featurize_run(load_config(FeaturizeConfig, input=str(train_dir), table=str(table)), spark)
     print(featurized.line(), flush=True)
     trained = train_run(
         load_config(TrainConfig, table=str(table), overrides=[f"model_name={MODEL_NAME}", f"alias={ALIAS}"]), spark
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     print(_new_image_accuracy(spark, str(scores), scored.model_version), flush=True)
     print(_cat_line(spark, str(scores), scored.model_version, cat), flush=True)
     insights = insights_run(
-        load_config(InsightsConfig, model=f"models:/{MODEL_NAME}/{scored.model_version}", output=str(ROOT / "insights")),
+        load_config(
+            InsightsConfig, model=f"models:/{MODEL_NAME}/{scored.model_version}", output=str(ROOT / "insights")
+        ),
         spark,
     )
     print(insights.line(), flush=True)
@@ -168,9 +170,11 @@ def _cat_line(spark, scores: str, version: str | None, cat: Path) -> str:
     from imgfeat.delta import read_table
     from imgfeat.scoring import SCORES
 
-    row = read_table(spark, scores, contract=SCORES).where(
-        (F.col("model_version") == version) & F.col("path").endswith(f"/{cat.name}")
-    ).first()
+    row = (
+        read_table(spark, scores, contract=SCORES)
+        .where((F.col("model_version") == version) & F.col("path").endswith(f"/{cat.name}"))
+        .first()
+    )
     if row is None or row["status"] != "ok":
         return f"cat photo: not scored ({row and row['error']})"
     p = row["probabilities"][row["predicted_class"]]

@@ -73,13 +73,27 @@ DEFAULT_CLASSES: tuple[str, ...] = ("brick", "grass", "gravel")
 
 #: Colour photos used for benchmark images (all ship inside installed wheels).
 BENCH_SOURCES: tuple[str, ...] = (
-    "chelsea", "astronaut", "coffee", "rocket", "motorcycle", "china", "flower",
-    "hubble_deep_field", "immunohistochemistry", "retina",
+    "chelsea",
+    "astronaut",
+    "coffee",
+    "rocket",
+    "motorcycle",
+    "china",
+    "flower",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
 )
 
 #: Benchmark image sizes (width, height), landscape; a quarter come out portrait.
 BENCH_SIZES: tuple[tuple[int, int], ...] = (
-    (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 960), (1440, 1080), (1600, 1200),
+    (640, 480),
+    (800, 600),
+    (1024, 768),
+    (1280, 720),
+    (1280, 960),
+    (1440, 1080),
+    (1600, 1200),
 )
 
 _FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "tiff": "TIFF"}
@@ -238,8 +252,9 @@ def _labeled_image(label: str, region: Region, rng: np.random.Generator) -> Imag
         return _lfw_image(LABELED_CLASSES[label][0] == "lfw_nonfaces", region, rng)
     left, top, side = region
     long_side = int(rng.integers(160, 257))
-    image = _source(LABELED_CLASSES[label][0]).resize((long_side, long_side), Image.Resampling.BICUBIC,
-                                   box=(left, top, left + side, top + side))
+    image = _source(LABELED_CLASSES[label][0]).resize(
+        (long_side, long_side), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
+    )
     if label in _TEXTURES:
         image = image.rotate(90 * int(rng.integers(4)))
     if rng.random() < 0.5:

@@ -255,12 +255,12 @@ class _TimmFeatures(nn.Module):
             final = self.model.forward_features(x)
         elif plan.needs_final:
             final, intermediates = self.model.forward_intermediates(x, indices=list(plan.indices))
-            maps = dict(zip(plan.indices, intermediates))
+            maps = dict(zip(plan.indices, intermediates, strict=True))
         else:
             intermediates = self.model.forward_intermediates(
                 x, indices=list(plan.indices), intermediates_only=True, stop_early=True
             )
-            maps = dict(zip(plan.indices, intermediates))
+            maps = dict(zip(plan.indices, intermediates, strict=True))
         parts = [self._pool_final(final) if i is None else self._pool(maps[i]) for i in plan.order]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 

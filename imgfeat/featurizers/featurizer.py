@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-
 from typing import TYPE_CHECKING
 
 import numpy as np

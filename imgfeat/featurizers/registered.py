@@ -49,7 +49,9 @@ def download(uri: str) -> str:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except (MlflowException, OSError) as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FeaturizerError(f"cannot download weights {uri} from {mlflow.get_tracking_uri()}: {message}") from None
+            raise FeaturizerError(
+                f"cannot download weights {uri} from {mlflow.get_tracking_uri()}: {message}"
+            ) from None
         weights = _weights_file(local, uri)
         final = dest / f"{file_sha256(str(weights))}{weights.suffix or '.pt'}"
         if not final.exists():

@@ -300,8 +300,9 @@ def _torchvision_preprocessing(arch: str, tag: str | None) -> Preprocessing:
     )
 
 
-def _grayscale_spec(entry: RegistryEntry, weights: str, pinned: str | None, pooling: str,
-                    layers: tuple[int, ...], fold_bn: bool) -> FeaturizerSpec:
+def _grayscale_spec(
+    entry: RegistryEntry, weights: str, pinned: str | None, pooling: str, layers: tuple[int, ...], fold_bn: bool
+) -> FeaturizerSpec:
     if weights not in ("default", "none") or pinned is not None:
         raise FeaturizerError(f"{entry.name} has no weights; got weights={weights!r}")
     if pooling != "avg" or layers != (-1,):

@@ -21,10 +21,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -136,8 +136,20 @@ def cached_graph(spec: FeaturizerSpec, photos: Sequence[Image.Image], cache_dir:
         path = folder / f"{spec.fingerprint}-{sha[:16]}.onnx"
         os.replace(draft, path)
     graph = Graph(str(path), sha, diff, images)
-    _write_atomic(index, json.dumps({"file": path.name, "sha256": sha, "max_abs_diff": diff, "images": images,
-                                     "opset": OPSET, "name": spec.name}, indent=1))
+    _write_atomic(
+        index,
+        json.dumps(
+            {
+                "file": path.name,
+                "sha256": sha,
+                "max_abs_diff": diff,
+                "images": images,
+                "opset": OPSET,
+                "name": spec.name,
+            },
+            indent=1,
+        ),
+    )
     return graph
 
 

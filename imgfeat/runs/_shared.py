@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgfeat import sources, tracking
 from imgfeat.config import FeaturizeConfig, FeaturizerConfig, ReadConfig, SparkConfig, TrackingConfig, dump_config
@@ -83,8 +83,12 @@ def featurizer_runtime(
     `photos` (files of the run's own input). Raises `RuntimeUnavailable` (exit 2)
     only for an explicit `runtime: onnxruntime`."""
     return choose_runtime(
-        spec, f.runtime, device=f.device, gpu_visible=_gpu_visible(spark_cfg),
-        photos=verification_photos(photos), cache_dir=f.onnx_cache,
+        spec,
+        f.runtime,
+        device=f.device,
+        gpu_visible=_gpu_visible(spark_cfg),
+        photos=verification_photos(photos),
+        cache_dir=f.onnx_cache,
     )
 
 

@@ -130,7 +130,10 @@ def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: Featuri
     if summary.version is not None:
         tracking.name_run(f"featurize {summary.featurizer} v{summary.version}")
         tracking.log_table_input(
-            cfg.table, summary.version, "featurization", rows=delta.row_count(spark, cfg.table, summary.version),
+            cfg.table,
+            summary.version,
+            "featurization",
+            rows=delta.row_count(spark, cfg.table, summary.version),
             schema=delta.EMBEDDINGS.spark_schema,
         )
     tracking.log_params({"runtime": summary.runtime})
@@ -159,7 +162,11 @@ def featurize_options(cfg: FeaturizeConfig, spark: SparkSession, runtime: Runtim
 
 
 def featurize_listed(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, opts: WorkerOptions, spark: SparkSession, run_id: str,
+    cfg: FeaturizeConfig,
+    spec: FeaturizerSpec,
+    opts: WorkerOptions,
+    spark: SparkSession,
+    run_id: str,
     listing: sources.Listing,
 ) -> FeaturizeSummary:
     """Featurize what of `listing` the table lacks (fitting the PCA basis first, with `dim`)."""
@@ -167,18 +174,23 @@ def featurize_listed(
     if listed == 0:
         raise no_images(cfg.input, cfg.read.extensions)
     if cfg.featurizer.dim:
-        spec = reduce.ensure_basis(
-            listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, opts
-        )
+        spec = reduce.ensure_basis(listing.frame, spec, cfg.table, cfg.featurizer.dim, cfg.featurizer.pca_sample, opts)
     todo = sources.only_new(listing.frame, delta.existing_keys(spark, cfg.table, spec.fingerprint)).cache()
     try:
         new = todo.count()
         log.warning(
             "imgfeat: %d images listed under %s, %d new or changed; featurizing them with %s",
-            listed, cfg.input, new, spec.name,
+            listed,
+            cfg.input,
+            new,
+            spec.name,
         )
         summary = FeaturizeSummary(
-            run_id=run_id, table=cfg.table, featurizer=spec.name, fingerprint=spec.fingerprint, listed=listed,
+            run_id=run_id,
+            table=cfg.table,
+            featurizer=spec.name,
+            fingerprint=spec.fingerprint,
+            listed=listed,
             skipped=listed,
         )
         if new == 0:  # an idle nightly run: no Python worker, no staging, no commit
@@ -192,7 +204,11 @@ def featurize_listed(
 
 
 def _featurize_new(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, opts: WorkerOptions, todo: DataFrame, new: int,
+    cfg: FeaturizeConfig,
+    spec: FeaturizerSpec,
+    opts: WorkerOptions,
+    todo: DataFrame,
+    new: int,
     summary: FeaturizeSummary,
 ) -> delta.Commit:
     """Featurize the `new` listing rows of `todo`, stage them and commit them as one version."""
@@ -200,10 +216,20 @@ def _featurize_new(
     loads = spark.sparkContext.accumulator(0)
     peak_rss = spark.sparkContext.accumulator(0.0, MaxParam())
     with progress.stage("featurize", new, spark=spark) as shown:
-        rows = featurize_listing(
-            todo, spec, opts, files_per_partition=cfg.read.files_per_partition, loads=loads,
-            peak_rss=peak_rss, count=new, progress=shown.reporter,
-        ).withColumn("run_id", F.lit(summary.run_id)).withColumn("featurized_at", F.current_timestamp())
+        rows = (
+            featurize_listing(
+                todo,
+                spec,
+                opts,
+                files_per_partition=cfg.read.files_per_partition,
+                loads=loads,
+                peak_rss=peak_rss,
+                count=new,
+                progress=shown.reporter,
+            )
+            .withColumn("run_id", F.lit(summary.run_id))
+            .withColumn("featurized_at", F.current_timestamp())
+        )
         staged = delta.stage(rows, cfg.table, summary.run_id)
         summary.counts = delta.staged_counts(staged)
         shown.set(sum(summary.counts.values()), bad_count(summary.counts))

@@ -59,12 +59,17 @@ class FinetuneSummary:
             f"finetune: {self.featurizer} ({self.task}) on {c['train']} train images, {c['validation']} validation "
             f"({c['test_held_out']} test held out, {c['unlabeled']} unlabeled, {skipped} skipped); {self.seconds:.1f} s"
         )
-        where = f"registered {self.model_name} version {self.model_version}" if self.model_version else (
-            f"checkpoint {self.output}" if self.output else "not kept"
+        where = (
+            f"registered {self.model_name} version {self.model_version}"
+            if self.model_version
+            else (f"checkpoint {self.output}" if self.output else "not kept")
         )
         return [
             head,
-            f"{where}; fingerprint {self.fingerprint[:12]}; use it with --weights {self.weights}; MLflow run {self.run_id}",
+            (
+                f"{where}; fingerprint {self.fingerprint[:12]}; use it "
+                f"with --weights {self.weights}; MLflow run {self.run_id}"
+            ),
         ]
 
     def as_dict(self) -> dict:
@@ -103,9 +108,15 @@ def finetune_run(cfg: FinetuneConfig, spark: SparkSession | None = None) -> Fine
             folder.mkdir()
             tuned = finetune.save(cfg, base, plan, result, folder)
             summary = FinetuneSummary(
-                run_id=run_id, featurizer=tuned.name, fingerprint=tuned.fingerprint,
-                weights_sha256=tuned.weights_sha256 or "", task=plan.task, classes=plan.classes, counts=plan.counts,
-                epochs=[asdict(e) for e in result.history], seconds=time.monotonic() - started,
+                run_id=run_id,
+                featurizer=tuned.name,
+                fingerprint=tuned.fingerprint,
+                weights_sha256=tuned.weights_sha256 or "",
+                task=plan.task,
+                classes=plan.classes,
+                counts=plan.counts,
+                epochs=[asdict(e) for e in result.history],
+                seconds=time.monotonic() - started,
                 output=str(Path(cfg.output).absolute()) if cfg.output else None,
             )
             if run_id:
@@ -119,34 +130,67 @@ def _log_plan(plan: finetune.Plan, cfg: FinetuneConfig, base: FeaturizerSpec) ->
     if skipped:
         log.warning(
             "imgfeat: finetune skips %d undecodable image(s) (%s), e.g. %s",
-            sum(skipped.values()), ", ".join(f"{k} {v}" for k, v in skipped.items()), plan.skipped_examples[0],
+            sum(skipped.values()),
+            ", ".join(f"{k} {v}" for k, v in skipped.items()),
+            plan.skipped_examples[0],
         )
     if c["unlabeled"]:
         log.warning("imgfeat: finetune: %d decodable images have no label and are not used", c["unlabeled"])
     log.warning(
         "imgfeat: fine-tuning %s (%s, %d classes) on %d train images, validating on %d (%d test images held out); "
         "%d epochs, %d process(es) x batch %d",
-        base.name, plan.task, len(plan.classes), c["train"], c["validation"], c["test_held_out"],
-        cfg.epochs, cfg.distributor.num_processes, cfg.batch_size,
+        base.name,
+        plan.task,
+        len(plan.classes),
+        c["train"],
+        c["validation"],
+        c["test_held_out"],
+        cfg.epochs,
+        cfg.distributor.num_processes,
+        cfg.batch_size,
     )
 
 
 def _track_finetune(
-    cfg: FinetuneConfig, base: FeaturizerSpec, tuned: FeaturizerSpec, plan: finetune.Plan, result: finetune.Result,
-    folder: Path, summary: FinetuneSummary,
+    cfg: FinetuneConfig,
+    base: FeaturizerSpec,
+    tuned: FeaturizerSpec,
+    plan: finetune.Plan,
+    result: finetune.Result,
+    folder: Path,
+    summary: FinetuneSummary,
 ) -> None:
     """Log a finetune run (config, lineage tags, per-epoch and final metrics, the featurizer's
     files) and register those files as `cfg.model_name`, last."""
     tracking.log_params(dump_config(cfg))
-    tracking.set_tags({"base_fingerprint": base.fingerprint, "featurizer_fingerprint": tuned.fingerprint,
-                       "weights_sha256": summary.weights_sha256, "task": plan.task, "counts": plan.counts})
+    tracking.set_tags(
+        {
+            "base_fingerprint": base.fingerprint,
+            "featurizer_fingerprint": tuned.fingerprint,
+            "weights_sha256": summary.weights_sha256,
+            "task": plan.task,
+            "counts": plan.counts,
+        }
+    )
     for e in result.history:
-        tracking.log_epoch({"loss": e.loss, "images_per_second": e.images_per_second,
-                            **{f"validation_{k}": v for k, v in e.validation.items()}}, e.epoch)
-    tracking.log_metrics({"seconds": summary.seconds, "skipped_in_training": result.skipped,
-                          **{f"images_{k}": v for k, v in plan.counts.items()}})
+        tracking.log_epoch(
+            {
+                "loss": e.loss,
+                "images_per_second": e.images_per_second,
+                **{f"validation_{k}": v for k, v in e.validation.items()},
+            },
+            e.epoch,
+        )
+    tracking.log_metrics(
+        {
+            "seconds": summary.seconds,
+            "skipped_in_training": result.skipped,
+            **{f"images_{k}": v for k, v in plan.counts.items()},
+        }
+    )
     source = tracking.log_artifacts(str(folder), "featurizer")
     if cfg.model_name:
-        summary.model_name, summary.model_version = cfg.model_name, tracking.register_artifacts(
-            cfg.model_name, source, summary.run_id
+        summary.model_name, summary.model_version = (
+            cfg.model_name,
+            tracking.register_artifacts(cfg.model_name, source, summary.run_id),
         )

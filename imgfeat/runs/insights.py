@@ -66,7 +66,8 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
         raise InputError(f"{cfg.model} is a {features.task} model: insights needs a classification model")
     train_id, params, tags = tracking.model_lineage(model.name, model.version)
     train_cfg = load_config(
-        TrainConfig, overrides=[f"{k}={v}" for k, v in params.items() if k.startswith(_LINEAGE_KEYS)],
+        TrainConfig,
+        overrides=[f"{k}={v}" for k, v in params.items() if k.startswith(_LINEAGE_KEYS)],
         table=cfg.table or tags.get("embeddings_table"),
     )
     version = int(tags.get("embeddings_version", -1))
@@ -79,9 +80,11 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
     loaded = scoring.load_image_model(model.local_dir)
     with tracking.run(cfg.tracking, "insights", {"embeddings_table": train_cfg.table}) as run_id:
         rows = read_labeled(spark, train_cfg, features=features, version=version).rows
-        statuses = delta.read_table(spark, train_cfg.table, version, partitions=[f.name for f in features.featurizers]).where(
-            F.col("featurizer_fingerprint").isin([f.fingerprint for f in features.featurizers])
-        ).select("path", "status", "error")
+        statuses = (
+            delta.read_table(spark, train_cfg.table, version, partitions=[f.name for f in features.featurizers])
+            .where(F.col("featurizer_fingerprint").isin([f.fingerprint for f in features.featurizers]))
+            .select("path", "status", "error")
+        )
         n = rows.count()
         if cfg.sample is not None and cfg.sample > n:
             raise InputError(f"sample {cfg.sample} is larger than the {n} labeled ok rows of {train_cfg.table}")
@@ -95,7 +98,9 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
         }
         data = insights.analyse(rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about)
         data.seconds = time.monotonic() - started
-        data.about["time"] = f"{data.seconds:.1f} s (report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})"
+        data.about["time"] = (
+            f"{data.seconds:.1f} s (report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})"
+        )
         path = report.write(data, cfg.output)
         metrics = {
             "sampled": float(len(data.points)),
@@ -110,10 +115,24 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
         if run_id:
             tracking.log_params(dump_config(cfg))
             tracking.set_tags(
-                {"model": cfg.model, "model_name": model.name, "model_version": model.version,
-                 "train_run_id": train_id, "embeddings_version": str(version)}
+                {
+                    "model": cfg.model,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    "train_run_id": train_id,
+                    "embeddings_version": str(version),
+                }
             )
             tracking.log_metrics(metrics)
             tracking.log_artifact(str(path))
-    return InsightsSummary(str(path), run_id, f"{model.name} version {model.version}", train_cfg.table, version,
-                           len(data.points), data.counts, metrics, time.monotonic() - started)
+    return InsightsSummary(
+        str(path),
+        run_id,
+        f"{model.name} version {model.version}",
+        train_cfg.table,
+        version,
+        len(data.points),
+        data.counts,
+        metrics,
+        time.monotonic() - started,
+    )

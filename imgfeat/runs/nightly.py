@@ -10,9 +10,9 @@ job's state (`imgfeat.nightly` does), hold the promotion rule
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from pyspark.sql import SparkSession
 
@@ -109,7 +109,9 @@ def _nightly_maintain(cfg: NightlyConfig, spark: SparkSession, featurizer: str) 
     """Compact the featurizer's small files and vacuum old ones, as `cfg.maintain` says."""
     m = cfg.maintain
     return delta.maintain(
-        spark, cfg.featurize.table, featurizer,
+        spark,
+        cfg.featurize.table,
+        featurizer,
         target_file_bytes=m.target_file_mb * 2**20 if m.compact else None,
         vacuum_retention_hours=m.vacuum_retention_hours,
     )
@@ -132,9 +134,7 @@ def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary
         summary.promotion = _promote(cfg.train, spark, summary.train)
     r = summary.train.result
     model = f"models:/{summary.train.model_name}/{summary.train.model_version}"
-    return nightly.write_state(
-        summary.table, state, trained=nightly.Trained(r.version, sum(r.counts.values()), model)
-    )
+    return nightly.write_state(summary.table, state, trained=nightly.Trained(r.version, sum(r.counts.values()), model))
 
 
 def _promote(cfg: TrainConfig, spark: SparkSession, trained: TrainSummary) -> str:

@@ -104,7 +104,10 @@ def _track_score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, su
 
     if summary.version is not None:
         tracking.log_table_input(
-            cfg.output, summary.version, "scoring", rows=delta.row_count(spark, cfg.output, summary.version),
+            cfg.output,
+            summary.version,
+            "scoring",
+            rows=delta.row_count(spark, cfg.output, summary.version),
             schema=scoring.SCORES.spark_schema,
         )
     tracking.log_params(dump_config(cfg))
@@ -147,9 +150,13 @@ def _score_listed(
     opts = worker_options(cfg.read, cfg.batch_size)
     shipped = scoring.ship_model(spark, model.local_dir)
     with progress.stage("score", listing.count, spark=spark) as shown:
-        rows = scoring.score_rows(
-            frame, shipped, len(features.featurizers), opts, model.name, model.version, shown.reporter
-        ).withColumn("run_id", F.lit(run_id)).withColumn("scored_at", F.current_timestamp())
+        rows = (
+            scoring.score_rows(
+                frame, shipped, len(features.featurizers), opts, model.name, model.version, shown.reporter
+            )
+            .withColumn("run_id", F.lit(run_id))
+            .withColumn("scored_at", F.current_timestamp())
+        )
         staged = delta.stage(rows, cfg.output, run_id, contract=scoring.SCORES)
         by_source = delta.staged_counts(staged, "status", "featurized")
         counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
@@ -162,8 +169,13 @@ def _score_listed(
         cfg.output,
         model.name,
         run_id,
-        {"model": model.uri, "model_version": model.version, "counts": counts, "featurized": featurized,
-         "reused": by_source.get(("ok", False), 0)},
+        {
+            "model": model.uri,
+            "model_version": model.version,
+            "counts": counts,
+            "featurized": featurized,
+            "reused": by_source.get(("ok", False), 0),
+        },
         contract=scoring.SCORES,
     )
     return ScoreSummary(

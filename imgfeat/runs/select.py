@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -116,8 +116,13 @@ def _select_sample(spark: SparkSession, cfg: SelectConfig, listing: sources.List
 
 
 def _measure(
-    cfg: SelectConfig, spark: SparkSession, featurizers: dict[str, FeaturizerConfig], specs: dict[str, FeaturizerSpec],
-    runtimes: dict[str, RuntimeChoice], sample: DataFrame, parent: str | None,
+    cfg: SelectConfig,
+    spark: SparkSession,
+    featurizers: dict[str, FeaturizerConfig],
+    specs: dict[str, FeaturizerSpec],
+    runtimes: dict[str, RuntimeChoice],
+    sample: DataFrame,
+    parent: str | None,
 ) -> SelectSummary:
     """`selection.measure` with this run's trial: each candidate a nested MLflow run."""
     n = sample.count()
@@ -133,12 +138,18 @@ def _measure(
             if ms is None:  # one featurizer: into the table, then timed
                 began = time.monotonic()
                 fcfg = FeaturizeConfig(
-                    input=cfg.input, table=cfg.table, read=cfg.read, spark=cfg.spark,
-                    featurizer=featurizers[name], tracking=TrackingConfig(enabled=False),
+                    input=cfg.input,
+                    table=cfg.table,
+                    read=cfg.read,
+                    spark=cfg.spark,
+                    featurizer=featurizers[name],
+                    tracking=TrackingConfig(enabled=False),
                 )
                 opts = featurize_options(fcfg, spark, runtimes[name])
                 # One run id per candidate: the table's commits are idempotent per run id.
-                featurize_listed(fcfg, specs[name], opts, spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample))
+                featurize_listed(
+                    fcfg, specs[name], opts, spark, child or uuid.uuid4().hex, sources.Listing(sample, n, sample)
+                )
                 featurize_seconds += time.monotonic() - began
                 ms = selection.ms_per_image(sample, specs[name], opts, cfg.timing_images)
             log.warning("imgfeat: select: cross-validating %s (%d folds)", name, cfg.split.folds)
@@ -151,5 +162,13 @@ def _measure(
         return found, metric
 
     measured, metric = selection.measure(list(specs), cfg.floor, cfg.pair, trial)
-    return SelectSummary(parent, cfg.table, n, metric, measured, selection.recommend(measured),
-                         featurize_seconds=featurize_seconds, runtimes={k: r.runtime for k, r in runtimes.items()})
+    return SelectSummary(
+        parent,
+        cfg.table,
+        n,
+        metric,
+        measured,
+        selection.recommend(measured),
+        featurize_seconds=featurize_seconds,
+        runtimes={k: r.runtime for k, r in runtimes.items()},
+    )

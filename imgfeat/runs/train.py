@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from pyspark.sql import SparkSession
 
@@ -51,8 +51,10 @@ class TrainSummary:
             f"of {min(folds)}-{max(folds)}, {r.counts['test']} test); {r.rounds} rounds picked by the folds, "
             f"refit on all {sum(folds)}; fold fits {r.fold_seconds:.1f} s, {r.parallel} at once; {r.seconds:.1f} s"
         )
-        where = f"model {self.model_name} version {self.model_version}" if self.model_version else (
-            f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
+        where = (
+            f"model {self.model_name} version {self.model_version}"
+            if self.model_version
+            else (f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)")
         )
         where += f" (alias {self.alias})" if self.alias else ""
         return [head, *r.lines(), f"{where}; MLflow run {self.run_id}"]
@@ -107,7 +109,9 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
     use_store_for(cfg.featurizers, cfg.tracking)
     specs = [resolve_spec(f) for f in cfg.featurizers]  # once: training and the logged model share them
     tracked = cfg.tracking.enabled
-    runtimes = [featurizer_runtime(f, s, cfg.spark) for f, s in zip(cfg.featurizers, specs)] if tracked else []
+    runtimes = (
+        [featurizer_runtime(f, s, cfg.spark) for f, s in zip(cfg.featurizers, specs, strict=True)] if tracked else []
+    )
     spark = spark or get_spark(cfg.spark)
     names = "+".join(f.name for f in cfg.featurizers)
     with tracking.run(cfg.tracking, "train", {"embeddings_table": cfg.table}, name=f"train {names}") as run_id:
@@ -117,7 +121,9 @@ def train_run(cfg: TrainConfig, spark: SparkSession | None = None) -> TrainSumma
     return summary
 
 
-def _track_train(cfg: TrainConfig, summary: TrainSummary, runtimes: Sequence[RuntimeChoice], chosen_by: str | None) -> None:
+def _track_train(
+    cfg: TrainConfig, summary: TrainSummary, runtimes: Sequence[RuntimeChoice], chosen_by: str | None
+) -> None:
     """Log a train run, all of it: config, lineage tags, metrics, the table version it read as
     its datasets (the rows it fitted on, `training`, and the held-out `test` split), the model,
     and the registered version's description, tags and `cfg.alias`."""
@@ -154,17 +160,28 @@ def _track_train(cfg: TrainConfig, summary: TrainSummary, runtimes: Sequence[Run
         "test": result.counts.get("test", 0),
     }
     split = json.dumps(
-        {"split": dump_config(cfg.split), "labels": dump_config(cfg.labels), "featurizers": [f.fingerprint for f in specs]},
+        {
+            "split": dump_config(cfg.split),
+            "labels": dump_config(cfg.labels),
+            "featurizers": [f.fingerprint for f in specs],
+        },
         sort_keys=True,
     )
     for context, n in rows.items():
         tracking.log_table_input(
-            cfg.table, result.version, context, rows=n, schema=delta.EMBEDDINGS.spark_schema, subset=f"{context} {split}"
+            cfg.table,
+            result.version,
+            context,
+            rows=n,
+            schema=delta.EMBEDDINGS.spark_schema,
+            subset=f"{context} {split}",
         )
     logged = scoring.log_model(result, cfg.model_name, [r.graph_path for r in runtimes], novelty=result.novelty)
     summary.model_uri, summary.model_name, summary.model_version = logged.uri, logged.name, logged.version
     if logged.name and logged.version:
-        tracking.describe_version(logged.name, logged.version, summary.version_description(metrics), summary.version_tags())
+        tracking.describe_version(
+            logged.name, logged.version, summary.version_description(metrics), summary.version_tags()
+        )
         if cfg.alias:
             tracking.set_alias(logged.name, cfg.alias, logged.version)
             summary.alias = cfg.alias
