@@ -1,16 +1,16 @@
 """`imgfeat bench`: imgfeat's Spark featurize job against its baselines, in one run.
 
-Owns: the cached benchmark photos (`<out>/photos-n<N>-s<seed>`), the baselines
-(a tuned single-process PyTorch loop, the naive per-batch pandas UDF others
-ship, `pyspark.ml.functions.predict_batch_udf`), the stage micro-benchmarks
-(decode, model: torch and ONNX Runtime), the Spark job with each runtime, the
-incremental rerun, sampling the workers' memory, and
-printing every figure as one `name: value` line, ending with
+Owns: the cached benchmark photos (`<out>/photos-n<N>-s<seed>`), the order of
+the run, the stage micro-benchmarks (decode, model: torch and ONNX Runtime), the
+Spark job with each runtime, the incremental rerun, and printing every figure as
+one `name: value` line, ending with
 `spark/loop ratio: X`. Must not: change how the job runs (it calls
 `runs.featurize_run` exactly as the CLI does) or be imported by library code.
 
 Every figure is measured in this one process, on the same images, with the
 same featurizer spec, one after the other; `bench/README.md` records them.
+The baselines are `imgfeat.dev.baselines`; timing and memory sampling,
+`imgfeat.dev.measure`.
 """
 
 from __future__ import annotations
@@ -19,35 +19,31 @@ import dataclasses
 import io
 import json
 import os
-import platform
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from imgfeat.config import FeaturizeConfig, SparkConfig, load_config
 from imgfeat.decode import decode_image
+from imgfeat.dev.baselines import naive_udf, predict_batch, prepare_path, tuned_loop
+from imgfeat.dev.measure import MIB, RssSampler, cores, machine, rate, timed
 from imgfeat.dev.samples import write_bench_photos
 from imgfeat.errors import ConfigError
-from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
+from imgfeat.featurizers import FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.backbone import build_network
 from imgfeat.featurizers.runtime import Graph, RuntimeUnavailable, cached_graph, load_graph_featurizer
 from imgfeat.runs import featurize_run, featurizer_spec, verification_photos
 
 #: Stages that `--skip` can leave out (the Spark job is what the ratios need).
 STAGES = ("decode", "model", "startup", "loop", "spark", "naive", "udf")
-_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,11 +75,6 @@ class Report:
         self._emit(f"{name}: {fmt.format(value)}")
 
 
-def cores() -> int:
-    return os.cpu_count() or 1
-
-
-# ----------------------------------------------------------------- the run
 def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: Any = None) -> dict[str, Any]:
     """Measure everything `opts` asks for; returns the figures (also written as JSON).
 
@@ -95,10 +86,10 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
         raise ConfigError(f"bench: unknown stage(s) to skip {unknown}; known: {', '.join(STAGES)}")
     report = Report(emit)
     started = time.monotonic()
-    report.add("machine", _machine())
+    report.add("machine", machine())
     _load(report, "at start")
 
-    (photos, extra), seconds = _timed(lambda: bench_photos(opts.out, opts.n, opts.seed))
+    (photos, extra), seconds = timed(lambda: bench_photos(opts.out, opts.n, opts.seed))
     mb = sum(p.stat().st_size for p in photos) / 1e6
     report.add("images", f"{len(photos)} JPEG q90, 640x480..1600x1200, {mb:.0f} MB (+{len(extra)} for the rerun)")
     report.add("photos ready s", seconds, "{:.1f}")
@@ -139,7 +130,7 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
             report.add("loop peak RSS MiB", sampler.peak("loop"), "{:.0f}")
 
         if spark is None:
-            spark, seconds = _timed(lambda: _session(opts.master))
+            spark, seconds = timed(lambda: _session(opts.master))
             report.add("spark session start s", seconds, "{:.1f}")
         report.add("spark master", f"{spark.sparkContext.master} (task cpus {spark.conf.get('spark.task.cpus', '1')})")
 
@@ -230,8 +221,8 @@ def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) 
     """Decode alone, one thread: PIL at full size vs JPEG draft mode (both via `decode_image`)."""
     data = [p.read_bytes() for p in paths]
     big = sum(1 for d in data if min(_jpeg_size(d)) > 2 * spec.input_size)
-    full = _rate(lambda: [decode_image(d) for d in data], len(data))
-    draft = _rate(lambda: [decode_image(d, draft_size=spec.resize_size) for d in data], len(data))
+    full = rate(lambda: [decode_image(d) for d in data], len(data))
+    draft = rate(lambda: [decode_image(d, draft_size=spec.resize_size) for d in data], len(data))
     report.add("decode sample", f"{len(data)} photos, {big} larger than 2x the {spec.input_size}px input")
     report.add("decode full img/s", full, "{:.1f}")
     report.add("decode draft img/s", draft, "{:.1f}")
@@ -241,7 +232,7 @@ def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) 
 def exported_graph(report: Report, spec: FeaturizerSpec, photos: Sequence[Path], onnx_cache: str) -> Graph | None:
     """The featurizer's verified ONNX graph (exported once, then cached), as the Spark job uses it."""
     try:
-        graph, seconds = _timed(
+        graph, seconds = timed(
             lambda: cached_graph(
                 dataclasses.replace(spec, fold_bn=True), verification_photos([str(p) for p in photos[:4]]), onnx_cache
             )
@@ -251,7 +242,7 @@ def exported_graph(report: Report, spec: FeaturizerSpec, photos: Sequence[Path],
         return None
     report.add(
         "onnx graph",
-        f"{Path(graph.path).name}, {os.path.getsize(graph.path) / _MIB:.1f} MiB, "
+        f"{Path(graph.path).name}, {os.path.getsize(graph.path) / MIB:.1f} MiB, "
         f"max abs diff {graph.max_abs_diff:.1e} vs torch on {graph.images} photos",
     )
     report.add("onnx graph ready s (export + check, or cache hit)", seconds, "{:.1f}")
@@ -273,7 +264,7 @@ def model_figures(
     torch.set_num_threads(cores())
     plain = load_featurizer(dataclasses.replace(spec, fold_bn=False))
     folded = load_featurizer(dataclasses.replace(spec, fold_bn=True))
-    pixels = np.stack([_prepare_path(p, plain) for p in _cycle(paths, batch)])
+    pixels = np.stack([prepare_path(p, plain) for p in _cycle(paths, batch)])
     x_cl = plain.to_input(pixels)
     x_nchw = x_cl.contiguous()
     nchw_net = build_network(dataclasses.replace(spec, fold_bn=False)).eval()
@@ -282,8 +273,8 @@ def model_figures(
         "channels_last": _forward_rate(plain.network, x_cl),
         "bn-folded": _forward_rate(folded.network, x_cl),
     }
-    for name, rate in rates.items():
-        report.add(f"model {name} img/s", rate, "{:.1f}")
+    for name, per_s in rates.items():
+        report.add(f"model {name} img/s", per_s, "{:.1f}")
     with torch.inference_mode():
         diff = (folded.network(x_cl) - nchw_net(x_nchw)).abs().max().item()
     report.add("model bn-folded/eager ratio", rates["bn-folded"] / rates["eager"], "{:.2f}")
@@ -291,14 +282,14 @@ def model_figures(
     report.add("model bn-folded max abs diff", diff, "{:.2e}")
     if graph is not None:
         onnx = load_graph_featurizer(spec, graph.path, cores())
-        rate = _rate(lambda: onnx.embed(pixels), len(pixels), reps=3)
-        report.add("model onnxruntime img/s", rate, "{:.1f}")
-        report.add("model onnxruntime/torch ratio", rate / rates["bn-folded"], "{:.2f}")
+        onnx_rate = rate(lambda: onnx.embed(pixels), len(pixels), reps=3)
+        report.add("model onnxruntime img/s", onnx_rate, "{:.1f}")
+        report.add("model onnxruntime/torch ratio", onnx_rate / rates["bn-folded"], "{:.2f}")
         report.add(
             "model onnxruntime max abs diff", float(np.abs(onnx.embed(pixels) - plain.embed(pixels)).max()), "{:.2e}"
         )
     if compile:
-        compiled, seconds = _timed(lambda: _compiled(folded.network, x_cl))
+        compiled, seconds = timed(lambda: _compiled(folded.network, x_cl))
         report.add("model torch.compile s to compile", seconds, "{:.0f}")
         report.add("model torch.compile img/s", _forward_rate(compiled, x_cl), "{:.1f}")
 
@@ -313,7 +304,7 @@ def _compiled(net: torch.nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor],
 def _forward_rate(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reps: int = 3) -> float:
     with torch.inference_mode():
         net(x)  # warm-up: oneDNN picks its kernels on the first call
-        best = min(_timed(lambda: net(x))[1] for _ in range(reps))
+        best = min(timed(lambda: net(x))[1] for _ in range(reps))
     return len(x) / best
 
 
@@ -364,40 +355,6 @@ def startup_figures(report: Report, spec: FeaturizerSpec, graph: Graph | None, r
         )
 
 
-# ------------------------------------------------------ the tuned hand loop
-def tuned_loop(paths: Sequence[Path], spec: FeaturizerSpec, dest: Path, batch: int = 64) -> tuple[float, float]:
-    """The bar to beat: one process, torch threads = cores, draft decode in a
-    thread pool of `cores` threads preparing batch i+1 while the model runs
-    batch i, `inference_mode`, the same featurizer; writes Parquet.
-    Returns (model load seconds, seconds from then to the file written).
-    """
-    torch.set_num_threads(cores())
-    model, load_s = _timed(lambda: load_featurizer(spec))
-    started = time.perf_counter()
-    chunks = [list(paths[i : i + batch]) for i in range(0, len(paths), batch)]
-    vectors: list[np.ndarray] = []
-    with ThreadPoolExecutor(cores()) as pool:
-        ahead = _submit(pool, chunks[0], model)
-        for i in range(len(chunks)):
-            ready = np.stack([f.result() for f in ahead])
-            ahead = _submit(pool, chunks[i + 1], model) if i + 1 < len(chunks) else []
-            vectors.extend(model.embed(ready))
-    embedding = pa.array(vectors, type=pa.list_(pa.float32()))
-    pq.write_table(pa.table({"path": [str(p) for p in paths], "embedding": embedding}), dest)
-    return load_s, time.perf_counter() - started
-
-
-def _submit(pool: ThreadPoolExecutor, chunk: list[Path], model: Featurizer) -> list[Future[np.ndarray]]:
-    return [pool.submit(_prepare_path, p, model) for p in chunk]
-
-
-def _prepare_path(path: Path, model: Featurizer) -> np.ndarray:
-    decoded = decode_image(path.read_bytes(), draft_size=model.spec.resize_size)
-    if decoded.image is None:
-        raise ValueError(f"{path}: {decoded.error}")
-    return model.prepare(decoded.image)
-
-
 # -------------------------------------------------------- the Spark job
 def spark_figures(
     report: Report,
@@ -416,13 +373,13 @@ def spark_figures(
     """
     _load(report, "before the spark jobs")
     cold = cfg.model_copy(update={"table": str(work / "table-cold")})
-    summary, seconds = _timed(lambda: featurize_run(cold, spark))
+    summary, seconds = timed(lambda: featurize_run(cold, spark))
     _check(summary, len(photos), "featurize job (cold)")
     report.add("spark job cold s", seconds, "{:.1f}")
     report.add("spark job cold img/s", len(photos) / seconds, "{:.1f}")
 
     with sampler.measure("spark"):
-        summary, seconds = _timed(lambda: featurize_run(cfg, spark))
+        summary, seconds = timed(lambda: featurize_run(cfg, spark))
     _check(summary, len(photos), "featurize job")
     report.add("spark job runtime", summary.runtime)
     report.add("spark job s", seconds, "{:.1f}")
@@ -436,11 +393,11 @@ def spark_figures(
     other_runtime(report, spark, cfg, summary.runtime, len(photos), work)
 
     _link(extra, Path(str(cfg.input)))
-    again, incr = _timed(lambda: featurize_run(cfg, spark))
+    again, incr = timed(lambda: featurize_run(cfg, spark))
     _check(again, len(extra), "incremental rerun")
     report.add(f"incremental rerun s ({len(extra)} new of {len(photos) + len(extra)})", incr, "{:.2f}")
     report.add("incremental/full ratio", incr / seconds, "{:.3f}")
-    idle, idle_s = _timed(lambda: featurize_run(cfg, spark))
+    idle, idle_s = timed(lambda: featurize_run(cfg, spark))
     _check(idle, 0, "rerun with nothing new")
     report.add("rerun with nothing new s", idle_s, "{:.2f}")
 
@@ -451,7 +408,7 @@ def other_runtime(report: Report, spark: Any, cfg: FeaturizeConfig, default: str
     featurizer = cfg.featurizer.model_copy(update={"runtime": other})
     again = cfg.model_copy(update={"table": str(work / f"table-{other}"), "featurizer": featurizer})
     try:
-        summary, seconds = _timed(lambda: featurize_run(again, spark))
+        summary, seconds = timed(lambda: featurize_run(again, spark))
     except RuntimeUnavailable as exc:
         report.add(f"spark job {other}", f"unavailable: {exc}")
         return
@@ -477,80 +434,6 @@ def _max_diff(table: str, loop_file: Path) -> float:
     )
 
 
-# -------------------------------------------------------- Spark baselines
-def naive_udf(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: int = 10) -> float:
-    """What is commonly shipped: a scalar pandas UDF over binaryFile `content`,
-    Arrow batches of `batch` rows, the model rebuilt for every batch, full-size
-    decode, NCHW eager, torch's default threads. Returns seconds.
-    """
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    plain = dataclasses.replace(spec, fold_bn=False)
-    resize = Featurizer(plain)  # preprocessing only: same resize and crop as imgfeat
-
-    @F.pandas_udf(T.ArrayType(T.FloatType()))
-    def embed(contents: pd.Series) -> pd.Series:
-        from PIL import Image
-
-        net = build_network(plain).eval()
-        images = [resize.prepare(Image.open(io.BytesIO(c)).convert("RGB")) for c in contents]
-        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
-        mean, std = torch.tensor(plain.mean).view(1, 3, 1, 1), torch.tensor(plain.std).view(1, 3, 1, 1)
-        with torch.no_grad():
-            out = net((x - mean) / std)
-        return pd.Series(list(out.numpy()))
-
-    frame = spark.read.format("binaryFile").load(inputs)
-    with _conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(batch)):
-        _, seconds = _timed(
-            lambda: frame.select("path", embed("content").alias("embedding")).write.mode("overwrite").parquet(dest)
-        )
-    return seconds
-
-
-def predict_batch(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: int = 64) -> float:
-    """`pyspark.ml.functions.predict_batch_udf` over binaryFile `content`: its
-    per-worker model cache, the same featurizer and draft decode as imgfeat,
-    decode done in the predict function (not overlapped). Returns seconds.
-    """
-    from pyspark.ml.functions import predict_batch_udf
-    from pyspark.sql import types as T
-
-    def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
-        model = load_featurizer(spec)
-
-        def predict(contents: np.ndarray) -> np.ndarray:
-            images = [decode_image(c, draft_size=spec.resize_size).image for c in contents]
-            return model.embed(np.stack([model.prepare(im) for im in images]))
-
-        return predict
-
-    udf = predict_batch_udf(make_predict_fn, return_type=T.ArrayType(T.FloatType()), batch_size=batch)
-    frame = spark.read.format("binaryFile").load(inputs)
-    _, seconds = _timed(
-        lambda: frame.select("path", udf("content").alias("embedding")).write.mode("overwrite").parquet(dest)
-    )
-    return seconds
-
-
-class _conf:
-    """Set a runtime Spark conf for a block, then restore it."""
-
-    def __init__(self, spark: Any, key: str, value: str) -> None:
-        self.spark, self.key, self.value = spark, key, value
-
-    def __enter__(self) -> None:
-        self.old = self.spark.conf.get(self.key, None)
-        self.spark.conf.set(self.key, self.value)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.old is None:
-            self.spark.conf.unset(self.key)
-        else:
-            self.spark.conf.set(self.key, self.old)
-
-
 def _session(master: str | None) -> Any:
     from imgfeat.session import get_spark
 
@@ -561,90 +444,7 @@ def _session(master: str | None) -> Any:
     return spark
 
 
-# ----------------------------------------------------------------- memory
-class RssSampler:
-    """Samples, every 0.2 s, the RSS of this process and of its Python
-    descendants (Spark's Python workers), keeping the peak per measured block.
-    """
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval = interval
-        self._peaks: dict[str, tuple[float, float]] = {}  # name -> (max one, max total)
-        self._active: tuple[str, bool] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="imgfeat-bench-rss", daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def measure(self, name: str, own: bool = False) -> _Block:
-        return _Block(self, name, own)
-
-    def peak(self, name: str, total: bool = False) -> float:
-        one, whole = self._peaks.get(name, (0.0, 0.0))
-        return (whole if total else one) / _MIB
-
-    def _loop(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._stop.wait(self.interval):
-            active = self._active
-            if active is None:
-                continue
-            name, own = active
-            if own:
-                sizes = [me.memory_info().rss]
-            else:
-                sizes = [_rss(p) for p in me.children(recursive=True) if _is_python_worker(p)]
-            one, whole = self._peaks.get(name, (0.0, 0.0))
-            self._peaks[name] = (max(one, max(sizes, default=0)), max(whole, sum(sizes)))
-
-
-@dataclass
-class _Block:
-    sampler: RssSampler
-    name: str
-    own: bool
-
-    def __enter__(self) -> None:
-        self.sampler._active = (self.name, self.own)
-
-    def __exit__(self, *exc: object) -> None:
-        self.sampler._active = None
-
-
-def _is_python_worker(proc: Any) -> bool:
-    try:
-        return "pyspark" in " ".join(proc.cmdline()) and "java" not in proc.name()
-    except Exception:  # the worker exited between listing and reading
-        return False
-
-
-def _rss(proc: Any) -> int:
-    try:
-        return proc.memory_info().rss
-    except Exception:
-        return 0
-
-
 # ----------------------------------------------------------------- helpers
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
-
-
-def _rate(fn: Callable[[], Any], count: int, reps: int = 2) -> float:
-    """Items per second of `fn`, best of `reps` runs (other load only slows a run down)."""
-    return count / min(_timed(fn)[1] for _ in range(reps))
-
-
 def _cycle(paths: Sequence[Path], count: int) -> Iterator[Path]:
     return (paths[i % len(paths)] for i in range(count))
 
@@ -659,17 +459,3 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
 def _load(report: Report, when: str) -> None:
     """Other users' load skews every rate: record it beside them."""
     report.add(f"load average {when}", " ".join(f"{x:.2f}" for x in os.getloadavg()))
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{cpu}, {cores()} cores, {mem:.0f} GiB, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M %Z')}"
-    )
