@@ -50,8 +50,14 @@ cluster-up: setup
 cluster-down:
 	$(BIN)/python scripts/cluster.py down
 
+# ruff (imgfeat/ jobs/ tests/ bench/; only imgfeat/ is held to ruff format), mypy
+# (imgfeat/, config in pyproject.toml), and the repeated-code gate over imgfeat/
+# and jobs/ (scripts/duplicates_gate.sh; needs the `duplicates` command on PATH).
 lint: setup
-	duplicates imgfeat jobs tests bench || true
+	$(BIN)/ruff check imgfeat jobs tests bench
+	$(BIN)/ruff format --check imgfeat
+	$(BIN)/mypy
+	scripts/duplicates_gate.sh
 
 clean:
 	rm -rf warehouse mlruns mlflow.db mlartifacts spark-warehouse bench/out demo insights

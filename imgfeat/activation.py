@@ -11,7 +11,10 @@ prediction it explains. Shown: the positive part, upsampled, scaled to [0, 1].
 Must not: decode files, render images, or import Spark (insights does that).
 
 Maps exist for the first featurizer of a model when it is a torch CNN pooled
-from its final map (not PCA-reduced, one layer, not a token model).
+from its final map (not PCA-reduced, one layer, not a token model). A model
+that scores with an ONNX graph is mapped through the torch network of the
+same weights (`model.torch_featurizers`), once `agreement` shows that network
+gives the graph's embeddings (cosine > `AGREEMENT` on the mapped images).
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ from imgfeat.features import FeatureSpec
 from imgfeat.featurizers import Featurizer
 from imgfeat.featurizers.featurizer import TorchFeaturizer
 from imgfeat.featurizers.pooling import pool_shares
+
+#: The least cosine between the torch network's and the scoring graph's embeddings
+#: of an image for maps of that network to explain the graph's predictions.
+AGREEMENT = 0.999
+
+
+def agreement(trunk: Featurizer, scoring: Featurizer, batch: np.ndarray) -> float:
+    """The least cosine over `batch` (prepared images) between `trunk`'s and `scoring`'s embeddings."""
+    a, b = trunk.embed(batch).astype(np.float64), scoring.embed(batch).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+    return float(cosine.min()) if len(cosine) else 1.0
 
 
 def unsupported(featurizer: Featurizer) -> str | None:
@@ -58,7 +73,8 @@ class ShapCAM:
     def feature_maps(self, batch: np.ndarray) -> torch.Tensor:
         """(N, S, S, 3) uint8 prepared images → (N, C, h, w) float32 final feature maps."""
         with torch.inference_mode():
-            return self.featurizer.network.feature_map(self.featurizer.to_input(batch)).float().cpu()
+            network: Any = self.featurizer.network  # our backbone module: `feature_map` is not nn.Module's
+            return network.feature_map(self.featurizer.to_input(batch)).float().cpu()
 
     def contributions(self, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """(N, C) SHAP contributions of the first featurizer's dims to each row's class margin."""

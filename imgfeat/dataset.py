@@ -75,7 +75,7 @@ def table_spec(f: FeaturizerConfig, table: str, spec: FeaturizerSpec | None = No
 
 def _config_specs(cfg: TrainConfig, resolved: Sequence[FeaturizerSpec] | None) -> tuple[FeaturizerSpec, ...]:
     """`cfg.featurizers` as the table holds them (`resolved`: the same featurizers already resolved)."""
-    given = resolved or [None] * len(cfg.featurizers)
+    given: Sequence[FeaturizerSpec | None] = resolved or [None] * len(cfg.featurizers)
     specs = tuple(table_spec(f, cfg.table, s) for f, s in zip(cfg.featurizers, given, strict=True))
     if len({s.fingerprint for s in specs}) != len(specs):  # one name twice is fine: e.g. pretrained + fine-tuned
         raise ConfigError(f"featurizers: {[s.name for s in specs]} lists a featurizer twice")
@@ -127,7 +127,8 @@ def read_labeled(
         rows = rows.join(only.select("path"), "path", "left_semi")
     labeled = with_labels(spark, rows, cfg.labels)
     if features:
-        task, classes, types, cached = features.task, features.classes, features.column_types, ()
+        cached: tuple[DataFrame, ...] = ()
+        task, classes, types = features.task, features.classes, features.column_types
     else:
         labeled = labeled.cache()
         task, classes = infer_task(labeled, cfg.task)

@@ -125,7 +125,7 @@ def read_table(
         if version is not None:
             reader = reader.option("versionAsOf", version)
         frame = reader.load(table)
-        return frame if partitions is None else frame.where(frame[part].isin(list(partitions)))
+        return frame if partitions is None or part is None else frame.where(frame[part].isin(list(partitions)))
     from deltalake import DeltaTable
 
     if _deltars_table(table) is None:
@@ -360,7 +360,7 @@ def maintain(
     `vacuum_retention_hours` refers to (replaced rows, compacted files):
     older versions can no longer be read after it. None skips a step.
     """
-    if has_spark_delta(spark):
+    if spark is not None and has_spark_delta(spark):
         return Upkeep(0, 0, 0, table_version(spark, table), "the Spark Delta writer's table: use OPTIMIZE and VACUUM")
     dt = _deltars_table(table)
     if dt is None:
@@ -530,7 +530,8 @@ def _commit_deltars(
 
 # -------------------------------------------------------------- Spark Delta
 def _spark_table_exists(spark: SparkSession, table: str) -> bool:
-    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set while the SparkContext is up
     return bool(jvm.io.delta.tables.DeltaTable.isDeltaTable(spark._jsparkSession, table))
 
 

@@ -90,8 +90,8 @@ def _figure(path: str, caption: str, size: int) -> str:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(read_bytes(path))) as img:
-            img = img.convert("RGB")
+        with Image.open(io.BytesIO(read_bytes(path))) as opened:
+            img = opened.convert("RGB")
             img.thumbnail((size, size))
             buf = io.BytesIO()
             img.save(buf, format="JPEG", quality=80)

@@ -82,7 +82,7 @@ class FeatureSpec:
 
 
 def _featurizer_from_dict(data: dict[str, Any]) -> FeaturizerSpec:
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     if fields.get("projection") is not None:
         fields["projection"] = Projection(**fields["projection"])
     return FeaturizerSpec(**fields)

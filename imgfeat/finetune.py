@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,7 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
             )
         task, classes = infer_task(labeled, cfg.task)
         target = with_target(labeled, task, classes, cfg.split, cfg.labels)
-        frame = target.select("path", "content_sha256", "label_index", "split", "fold").toPandas()
+        frame: pd.DataFrame = target.select("path", "content_sha256", "label_index", "split", "fold").toPandas()
         unlabeled = ok.count() - len(frame)
     finally:
         rows.unpersist()
@@ -250,7 +250,7 @@ def fine_tune(job: Job) -> Result:
 
     d = job.cfg.distributor
     distributor = TorchDistributor(num_processes=d.num_processes, local_mode=d.local_mode, use_gpu=d.use_gpu)
-    return distributor.run(train_process, job)
+    return cast(Result, distributor.run(train_process, job))  # rank 0's return value
 
 
 def train_process(job: Job) -> Result:
@@ -293,7 +293,7 @@ class _Trainer:
         self.backbone = build_network(job.spec)
         outputs = len(job.classes) if job.task == "classification" else 1
         self.head = nn.Linear(job.spec.dim, outputs)
-        self.model = nn.Sequential(self.backbone, self.head).to(device, memory_format=torch.channels_last)
+        self.model = nn.Sequential(self.backbone, self.head).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs: no memory_format
         if self.cfg.backbone_lr == 0:
             self.backbone.requires_grad_(False)
         self._freeze_unused()
@@ -356,7 +356,9 @@ class _Trainer:
                 skipped += int(totals[2])
                 metrics, val_failed = self._validate()
                 skipped += val_failed
-                done = Epoch(epoch, float(totals[0] / max(totals[1], 1)), metrics, float(totals[1]) / seconds, seconds)
+                done = Epoch(
+                    epoch, float(totals[0]) / max(float(totals[1]), 1.0), metrics, float(totals[1]) / seconds, seconds
+                )
                 history.append(done)
                 if self.rank == 0:
                     log.warning(done.line(self.cfg.epochs, self.job.task))

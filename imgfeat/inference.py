@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -155,7 +155,7 @@ def embed_prepared(items: list[Prepared], model: Featurizer, autocast: bool = Tr
     out: list[np.ndarray | None] = [None] * len(items)
     if ok:
         with mixed_precision(model, autocast):
-            vectors = model.embed(np.stack([items[i].pixels for i in ok]))
+            vectors = model.embed(np.stack([cast(np.ndarray, items[i].pixels) for i in ok]))  # ok: pixels set
         for row, i in enumerate(ok):
             out[i] = vectors[row]
     return out

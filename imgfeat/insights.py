@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,8 +156,8 @@ def outliers(
         .cache()
     )
     try:
-        median = float(scored.select(F.percentile_approx("score", 0.5, 10_000)).first()[0])
-        mad = float(scored.select(F.percentile_approx(F.abs(F.col("score") - median), 0.5, 10_000)).first()[0])
+        median = _scalar(scored.select(F.percentile_approx("score", 0.5, 10_000)))
+        mad = _scalar(scored.select(F.percentile_approx(F.abs(F.col("score") - median), 0.5, 10_000)))
         zcol = F.lit(0.6745) * (F.col("score") - median) / F.lit(max(mad, 1e-9))
         with_z = scored.withColumn("z", zcol)
         count = with_z.where(F.col("z") > z).count()
@@ -286,7 +286,7 @@ def novelty_histogram(units: DataFrame, reference: Any, threshold: float, bins: 
     scored = nearest.mapInPandas(run, "novelty double").cache()
     try:
         step = 100.0 / bins
-        counts = dict(
+        counts: dict[int, int] = dict(
             scored.groupBy(F.least(F.floor(F.col("novelty") / step), F.lit(bins - 1)).cast("int")).count().collect()
         )
         above = scored.where(F.col("novelty") >= threshold).count()
@@ -377,9 +377,12 @@ def analyse(
     cfg: Any,  # config.InsightsConfig
     n_sample: int,
     about: dict[str, str],
+    trunk: Callable[[], Any] | None = None,
 ) -> Insights:
     """Compute every section from `rows` (`dataset.read_labeled`) and `statuses`
-    (path, status, error of the same featurizer(s), bad rows included)."""
+    (path, status, error of the same featurizer(s), bad rows included); `trunk`
+    builds the first featurizer's torch network when the model scores without
+    it (an ONNX graph), for the activation maps."""
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
     classes = features.classes
     counts = {r["status"]: int(r["count"]) for r in statuses.groupBy("status").count().collect()}
@@ -394,7 +397,7 @@ def analyse(
     predicted = with_predictions(rows, features, model.booster.save_raw("ubj"), emb).cache()
     units = with_units(predicted, emb).cache()
     try:
-        picked = (
+        picked: pd.DataFrame = (
             sample(predicted, n_sample, cfg.seed)
             .select("path", "label", "split", "label_index", "predicted", "confidence")
             .join(units, "path")
@@ -417,7 +420,7 @@ def analyse(
             "leaking": pairs.where("leak").count(),
             "label_noise": pairs.where("noise").count(),
         }
-        shown = (
+        shown: pd.DataFrame = (
             pairs.orderBy(F.desc("leak"), F.desc("noise"), F.desc("cosine"), "path_a", "path_b")
             .limit(nd.show)
             .toPandas()
@@ -425,7 +428,7 @@ def analyse(
         pairs.unpersist()
         test = predicted.where(F.col("split") == "test").select("label_index", "predicted").toPandas()
         errors = confident_errors(predicted, cfg.errors_per_class)
-        maps, maps_note = activation_maps(predicted, features, model, cfg.activation_maps)
+        maps, maps_note = activation_maps(predicted, features, model, cfg.activation_maps, trunk)
         hist, novel = (None, None)
         if model.novelty is not None:
             hist, novel = novelty_histogram(
@@ -465,22 +468,31 @@ def analyse(
 
 
 def activation_maps(
-    predicted: DataFrame, features: FeatureSpec, model: Any, per_class: int
+    predicted: DataFrame, features: FeatureSpec, model: Any, per_class: int, trunk: Callable[[], Any] | None = None
 ) -> tuple[list[ActivationMap], str | None]:
-    """Maps for the `per_class` most confident right and wrong test images of each class."""
+    """Maps for the `per_class` most confident right and wrong test images of each class,
+    through the model's first featurizer, or (when that is no torch CNN, e.g. an ONNX
+    graph) through the torch network `trunk()` builds, if it gives the same embeddings."""
     from pyspark.sql import Window
 
-    from imgfeat.activation import ShapCAM, unsupported
+    from imgfeat.activation import AGREEMENT, ShapCAM, agreement, unsupported
 
     if per_class == 0:
         return [], "activation_maps: 0 in the config"
-    why = unsupported(model.featurizers[0])
+    scoring = mapped = model.featurizers[0]
+    why = unsupported(scoring)
+    if why and trunk is not None and scoring.spec.projection is None:
+        try:
+            mapped = trunk()
+        except Exception as exc:  # no torch here, weights unreadable: the rest of the report stands
+            return [], f"no activation maps: cannot build the torch network of {scoring.spec.name} ({exc})"
+        why = unsupported(mapped)
     if why:
         return [], f"no activation maps: {why}"
     right = F.col("predicted") == F.col("label_index").cast("int")
     rank = F.row_number().over(Window.partitionBy("label_index", right).orderBy(F.desc("confidence"), "path"))
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
-    chosen = (
+    chosen: pd.DataFrame = (
         predicted.where(F.col("split") == "test")
         .withColumn("rank", rank)
         .where(F.col("rank") <= per_class)
@@ -490,20 +502,33 @@ def activation_maps(
     )
     if chosen.empty:
         return [], "no test images"
-    featurizer = model.featurizers[0]
     images, keep = [], []
     for i, path in enumerate(chosen["path"]):
-        decoded = decode_image(read_bytes(path), draft_size=featurizer.spec.resize_size)
+        decoded = decode_image(read_bytes(path), draft_size=scoring.spec.resize_size)
         if decoded.image is not None:
-            images.append(featurizer.prepare(decoded.image))
+            images.append(scoring.prepare(decoded.image))
             keep.append(i)
     chosen = chosen.iloc[keep].reset_index(drop=True)
     if chosen.empty:
         return [], "the chosen test images no longer decode"
     x = features.assemble([np.stack(chosen[c].to_numpy()) for c in emb], chosen)
     batch = np.stack(images)
-    heat = ShapCAM(featurizer, model.booster, features)(batch, x, chosen["predicted"].to_numpy())
+    if mapped is not scoring:
+        least = agreement(mapped, scoring, batch)
+        if not least > AGREEMENT:
+            return [], (
+                f"no activation maps: the torch network of {scoring.spec.name} does not give the embeddings the "
+                f"model scores with (least cosine {least:.5f} on the mapped images, {AGREEMENT} needed)"
+            )
+    heat = ShapCAM(mapped, model.booster, features)(batch, x, chosen["predicted"].to_numpy())
     return [
         ActivationMap(r.path, str(r.label), features.classes[int(r.predicted)], float(r.confidence), batch[i], heat[i])
         for i, r in enumerate(chosen.itertuples())
     ], None
+
+
+def _scalar(frame: DataFrame) -> float:
+    """The one value of a global aggregate (it always has exactly one row)."""
+    row = frame.first()
+    assert row is not None
+    return float(row[0])

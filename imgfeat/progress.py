@@ -179,7 +179,7 @@ def _listen(spark: SparkSession | None) -> tuple[socket.socket | None, Reporter]
     if spark is None:
         return None, Reporter()
     conf = spark.sparkContext.getConf()
-    local = spark.sparkContext.master.startswith("local")
+    local = (spark.sparkContext.master or "").startswith("local")
     host = "127.0.0.1" if local else conf.get("spark.driver.host", socket.gethostname())
     bind = "127.0.0.1" if local else conf.get("spark.driver.bindAddress", "0.0.0.0")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

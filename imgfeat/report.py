@@ -158,15 +158,16 @@ def _scatter(data: Insights):
 
 
 def _histogram(data: Insights):
-    from bokeh.models import Span
+    from bokeh.models import Span  # type: ignore[attr-defined]  # bokeh exports it at runtime; its stubs miss it
     from bokeh.plotting import figure
 
     hist = data.novelty_hist
+    assert hist is not None  # the section is drawn only for a model with a novelty reference
     step = 100.0 / len(hist)
     fig = figure(
         width=700,
         height=260,
-        x_range=(0, 100),
+        x_range=(0, 100),  # type: ignore[arg-type]  # bokeh accepts a (start, end) tuple; its stubs want Range
         tools="save",
         x_axis_label="novelty (percentile)",
         y_axis_label="test images",

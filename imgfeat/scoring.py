@@ -125,7 +125,8 @@ def hash_files(listing: DataFrame) -> DataFrame:
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            shas, errors = [], []
+            shas: list[str | None] = []
+            errors: list[str | None] = []
             for path in batch["path"]:
                 try:
                     shas.append(hashlib.sha256(read_bytes(path)).hexdigest())

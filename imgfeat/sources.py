@@ -83,7 +83,9 @@ def list_images(spark: SparkSession, uri: str, extensions: Iterable[str]) -> Lis
         F.lit(uuid.uuid4().hex).alias("_listing"),
     )
     cached = scanned.coalesce(cores).cache()
-    files, images = cached.agg(F.count("*"), F.sum(F.col("_image").cast("long"))).first()  # fills the cache
+    counted = cached.agg(F.count("*"), F.sum(F.col("_image").cast("long"))).first()  # fills the cache
+    assert counted is not None  # a global aggregate has exactly one row
+    files, images = counted
     listing = Listing(cached.where("_image").drop("_image", "_listing"), int(images or 0), cached)
     index = frame._jdf.inputFiles()  # the file index's paths, a Java array: len() is one Py4J call
     if len(index) > files:  # zero-byte files: in the index, skipped by the scan
@@ -110,7 +112,8 @@ def _empty_files(frame: DataFrame, index: object, pattern: str) -> DataFrame:
     files than the scan returned.
     """
     spark = frame.sparkSession
-    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None  # set while the SparkContext is up
     files = jvm.scala.collection.immutable.ArraySeq.unsafeWrapArray(index)
     strings = jvm.org.apache.spark.sql.Encoders.STRING()
     index = DataFrame(spark._jsparkSession.createDataset(files, strings).toDF(), spark)

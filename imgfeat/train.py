@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -195,7 +196,7 @@ def novelty_reference(r: TrainingSet, seed: int) -> NoveltyReference:
     """A deterministic sample of the train split's embeddings and their own NN distances."""
     emb = embedding_columns(len(r.features.featurizers))
     train_rows = r.rows.where(F.col(_SPLIT) == "train")
-    picked = sample(train_rows, NOVELTY_REFERENCE_ROWS, seed).select(*emb).toPandas()
+    picked: pd.DataFrame = sample(train_rows, NOVELTY_REFERENCE_ROWS, seed).select(*emb).toPandas()
     return NoveltyReference.fit([np.stack(picked[c].to_numpy()) for c in emb])
 
 
@@ -208,7 +209,7 @@ def _fit_xgboost(rows: DataFrame, task: str, params: dict[str, Any], validation:
     if quiet.level == logging.NOTSET:  # xgboost.spark logs every fit at INFO unless told otherwise
         quiet.setLevel(logging.WARNING)
     cls = SparkXGBClassifier if task == "classification" else SparkXGBRegressor
-    extra = {}
+    extra: dict[str, Any] = {}
     if validation is not None:
         rows, extra = rows.withColumn("is_validation", validation), {"validation_indicator_col": "is_validation"}
     try:
@@ -267,7 +268,7 @@ def evaluate_on_test_split(
         raise InputError(f"the model needs column(s) {', '.join(missing)} that labels does not provide")
     test = read_labeled(spark, cfg, features=features, version=version).rows.where(F.col(_SPLIT) == "test")
     data = with_features(test, features, embedding_columns(len(features.featurizers)))
-    frame = data.select(_LABEL, FEATURES).toPandas()
+    frame: pd.DataFrame = data.select(_LABEL, FEATURES).toPandas()
     if frame.empty:
         raise InputError(f"no test rows in {cfg.table} version {version}")
     y = frame[_LABEL].to_numpy()

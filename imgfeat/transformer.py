@@ -82,7 +82,7 @@ class ImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReada
             statusCol="status",
             errorCol="error",
         )
-        self._set(**self._input_kwargs)
+        self._set(**self._input_kwargs)  # type: ignore[attr-defined]  # set by pyspark's @keyword_only
 
     def spec(self) -> FeaturizerSpec:
         """The resolved featurizer (validates name and weights on the driver)."""

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from PIL import Image
 
 from imgfeat.decode import decode_image
 from imgfeat.dev.measure import cores, timed
@@ -72,7 +73,8 @@ def naive_udf(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batch: i
     plain = dataclasses.replace(spec, fold_bn=False)
     resize = Featurizer(plain)  # preprocessing only: same resize and crop as imgfeat
 
-    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    # pyspark's stubs match a Series-to-Series pandas_udf given its return type alone to no overload
+    @F.pandas_udf(T.ArrayType(T.FloatType()))  # type: ignore[call-overload]
     def embed(contents: pd.Series) -> pd.Series:
         from PIL import Image
 
@@ -105,7 +107,9 @@ def predict_batch(spark: Any, inputs: str, spec: FeaturizerSpec, dest: str, batc
 
         def predict(contents: np.ndarray) -> np.ndarray:
             images = [decode_image(c, draft_size=spec.resize_size).image for c in contents]
-            return model.embed(np.stack([model.prepare(im) for im in images]))
+            return model.embed(
+                np.stack([model.prepare(cast(Image.Image, im)) for im in images])
+            )  # the bench's photos decode
 
         return predict
 

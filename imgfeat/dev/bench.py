@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -39,6 +39,7 @@ from imgfeat.dev.samples import write_bench_photos
 from imgfeat.errors import ConfigError
 from imgfeat.featurizers import FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.backbone import build_network
+from imgfeat.featurizers.featurizer import TorchFeaturizer
 from imgfeat.featurizers.runtime import Graph, RuntimeUnavailable, cached_graph, load_graph_featurizer
 from imgfeat.runs import featurize_run, featurizer_spec, verification_photos
 
@@ -262,8 +263,8 @@ def model_figures(
     ONNX embeddings must equal eager's within 1e-4.
     """
     torch.set_num_threads(cores())
-    plain = load_featurizer(dataclasses.replace(spec, fold_bn=False))
-    folded = load_featurizer(dataclasses.replace(spec, fold_bn=True))
+    plain = cast(TorchFeaturizer, load_featurizer(dataclasses.replace(spec, fold_bn=False)))
+    folded = cast(TorchFeaturizer, load_featurizer(dataclasses.replace(spec, fold_bn=True)))
     pixels = np.stack([prepare_path(p, plain) for p in _cycle(paths, batch)])
     x_cl = plain.to_input(pixels)
     x_nchw = x_cl.contiguous()

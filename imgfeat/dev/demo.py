@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _experiment_link(run_id: str | None) -> str:
+    assert run_id is not None  # the demo tracks every run
     from mlflow import MlflowClient
 
     from imgfeat.tracking import experiment_link

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -35,6 +36,10 @@ from imgfeat.errors import FeaturizerError
 from imgfeat.featurizers import weights as wts
 from imgfeat.featurizers.pooling import global_pool
 from imgfeat.featurizers.spec import FeaturizerSpec
+
+#: A timm model: `forward_features`, `forward_intermediates`, `forward_head` and
+#: `pretrained_cfg` are timm's, not `nn.Module`'s (whose `__getattr__` types them Tensor | Module).
+TimmModel = Any
 
 # torchvision models whose final feature map is one submodule called on the image
 # (their first pooling op is elsewhere, e.g. SqueezeNet pools class maps).
@@ -85,7 +90,7 @@ def plan_layers(arch: str, layers: tuple[int, ...], input_size: int) -> LayerPla
         return _timm_plan(model, arch, layers, x)
 
 
-def _timm_plan(model: nn.Module, arch: str, layers: tuple[int, ...], x: torch.Tensor) -> LayerPlan:
+def _timm_plan(model: TimmModel, arch: str, layers: tuple[int, ...], x: torch.Tensor) -> LayerPlan:
     final = model.forward_features(x)
     token_final = final.ndim != 4
     nhwc = str(getattr(model, "output_fmt", "NCHW")).endswith("NHWC")
@@ -178,7 +183,7 @@ def _create_from_hub(arch: str, tag: str) -> nn.Module:
         ) from exc
 
 
-def _classifier_names(model: nn.Module, arch: str) -> tuple[str, ...]:
+def _classifier_names(model: TimmModel, arch: str) -> tuple[str, ...]:
     """Module names of the classifier, whose tensors a checkpoint may omit."""
     if is_torchvision(arch):
         return tuple(n for n in ("fc", "classifier", "heads", "head") if hasattr(model, n))
@@ -212,7 +217,7 @@ def _tv_trunk(model: nn.Module, name: str) -> nn.Module:
 
 def _is_global_pool(graph_module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
     if node.op == "call_module":
-        return isinstance(graph_module.get_submodule(node.target), _POOL_MODULES)
+        return isinstance(node.target, str) and isinstance(graph_module.get_submodule(node.target), _POOL_MODULES)
     if node.op == "call_function":
         return node.target in _POOL_FUNCTIONS
     return node.op == "call_method" and node.target in ("mean", "flatten")
@@ -241,16 +246,17 @@ class _PooledTrunk(nn.Module):
 class _TimmFeatures(nn.Module):
     """A timm model's pooled final features and/or pyramid stages, per a `LayerPlan`."""
 
-    def __init__(self, model: nn.Module, plan: LayerPlan, pooling: str, gem_p: float) -> None:
+    def __init__(self, model: TimmModel, plan: LayerPlan, pooling: str, gem_p: float) -> None:
         super().__init__()
-        self.model = model
+        self.model: TimmModel = model
         self.plan = plan
         self.pooling = pooling
         self.gem_p = gem_p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self.plan
-        final, maps = None, {}
+        final: Any = None  # set whenever plan.order asks for it (None in the order)
+        maps: dict[int, torch.Tensor] = {}
         if not plan.indices:
             final = self.model.forward_features(x)
         elif plan.needs_final:

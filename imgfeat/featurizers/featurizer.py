@@ -134,13 +134,16 @@ class ProjectedFeaturizer(Featurizer):
     def __init__(self, spec: FeaturizerSpec, base: Featurizer) -> None:
         super().__init__(spec)
         self.base = base
-        with np.load(io.BytesIO(read_verified(spec.projection.location, spec.projection.sha256))) as basis:
+        projection = spec.projection
+        if projection is None:
+            raise ValueError(f"{spec.name}: a projected featurizer needs spec.projection")
+        with np.load(io.BytesIO(read_verified(projection.location, projection.sha256))) as basis:
             self._mean = basis["mean"].astype(np.float32)
             self._components_t = np.ascontiguousarray(basis["components"].T, dtype=np.float32)
-        if self._components_t.shape != (spec.projection.in_dim, spec.dim):
+        if self._components_t.shape != (projection.in_dim, spec.dim):
             raise FeaturizerError(
-                f"PCA basis {spec.projection.location} has shape {self._components_t.shape[::-1]}, "
-                f"expected ({spec.dim}, {spec.projection.in_dim})"
+                f"PCA basis {projection.location} has shape {self._components_t.shape[::-1]}, "
+                f"expected ({spec.dim}, {projection.in_dim})"
             )
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -167,7 +170,7 @@ def load_featurizer(spec: FeaturizerSpec, *, device: str = "cpu") -> Featurizer:
     from imgfeat.featurizers.fold import fold_batchnorm
 
     target = torch.device(device)
-    network = build_network(spec).to(target, memory_format=torch.channels_last).eval()
+    network = build_network(spec).to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # stubs: no memory_format
     featurizer = TorchFeaturizer(spec, network, target)
     if spec.fold_bn:
         probe = np.random.default_rng(0).integers(0, 256, (1, spec.input_size, spec.input_size, 3), dtype=np.uint8)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
+from typing import cast
 
 import torch
 from timm.layers import BatchNormAct2d
@@ -51,7 +52,7 @@ def fold_batchnorm(net: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad():  # not inference_mode: tensor versions are needed
         pairs, reference = _find_pairs(net, example)
         for conv, bn in pairs:
-            _fold_pair(conv, bn)
+            _fold_pair(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, bn))
             _replace(net, bn, _bn_replacement(bn))
         folded = net(example)
     scale = max(1.0, reference.abs().max().item())
@@ -77,8 +78,8 @@ def _find_pairs(net: nn.Module, example: torch.Tensor) -> tuple[list[tuple[nn.Mo
     def before_bn(module: nn.Module, args: tuple) -> None:
         x = args[0]
         record = produced.get(id(x))
-        same = record is not None and record[0]() is x and record[1] == x._version
-        bn_sources[module].append(record[2] if same else None)
+        same = record is not None and record[1] == x._version and record[0]() is x
+        bn_sources[module].append(record[2] if record is not None and same else None)
 
     handles = []
     for module in net.modules():
@@ -101,6 +102,7 @@ def _find_pairs(net: nn.Module, example: torch.Tensor) -> tuple[list[tuple[nn.Mo
 
 
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    assert bn.running_mean is not None and bn.running_var is not None  # eval-mode BN found by tracing has them
     weight, bias = fuse_conv_bn_weights(
         conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
     )

@@ -19,6 +19,7 @@ import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import timm
 from timm.data import resolve_data_config
@@ -88,7 +89,7 @@ class FeaturizerInfo:
 
     name: str
     arch: str
-    dim: int
+    dim: int | None  # None: known once the network is built (the registry entry leaves it open)
     input_size: int
     resize_size: int
     interpolation: str
@@ -131,14 +132,9 @@ def resolve_featurizer(
         dim = entry.dim
     else:
         dim = plan_layers(entry.arch, layers, prep.input_size).dim
-    return FeaturizerSpec(
-        name=entry.name,
-        arch=entry.arch,
-        input_size=prep.input_size,
-        resize_size=prep.resize_size,
-        interpolation=prep.interpolation,
-        mean=prep.mean,
-        std=prep.std,
+    return _spec(
+        entry,
+        prep,
         dim=dim,
         weights=resolved.source,
         weights_sha256=resolved.sha256,
@@ -278,9 +274,14 @@ def _timm_preprocessing(name: str) -> Preprocessing:
         input_size=height,
         resize_size=math.floor(height / data["crop_pct"]),
         interpolation=data["interpolation"],
-        mean=tuple(float(v) for v in data["mean"]),
-        std=tuple(float(v) for v in data["std"]),
+        mean=_rgb(data["mean"]),
+        std=_rgb(data["std"]),
     )
+
+
+def _rgb(values: Any) -> tuple[float, float, float]:
+    """Per-channel mean or std as floats (the three of RGB, as the model's config gives them)."""
+    return cast(tuple[float, float, float], tuple(float(v) for v in values))
 
 
 def _torchvision_preprocessing(arch: str, tag: str | None) -> Preprocessing:
@@ -295,8 +296,8 @@ def _torchvision_preprocessing(arch: str, tag: str | None) -> Preprocessing:
         input_size=transform.crop_size[0],
         resize_size=transform.resize_size[0],
         interpolation=transform.interpolation.value,
-        mean=tuple(float(v) for v in transform.mean),
-        std=tuple(float(v) for v in transform.std),
+        mean=_rgb(transform.mean),
+        std=_rgb(transform.std),
     )
 
 
@@ -308,6 +309,12 @@ def _grayscale_spec(
     if pooling != "avg" or layers != (-1,):
         raise FeaturizerError(f"{entry.name} takes no pooling or layers options")
     prep = _GRAYSCALE_PREPROCESSING
+    assert entry.dim is not None  # grayscale16's size is fixed by its entry
+    return _spec(entry, prep, dim=entry.dim, weights="none", weights_sha256=None, fold_bn=bool(fold_bn))
+
+
+def _spec(entry: RegistryEntry, prep: Preprocessing, **rest: Any) -> FeaturizerSpec:
+    """`entry`'s spec with `prep`'s preprocessing; `rest` the other fields (dim, weights, ...)."""
     return FeaturizerSpec(
         name=entry.name,
         arch=entry.arch,
@@ -316,10 +323,7 @@ def _grayscale_spec(
         interpolation=prep.interpolation,
         mean=prep.mean,
         std=prep.std,
-        dim=entry.dim,
-        weights="none",
-        weights_sha256=None,
-        fold_bn=bool(fold_bn),
+        **rest,
     )
 
 

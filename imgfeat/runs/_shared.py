@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from imgfeat import sources, tracking
 from imgfeat.config import FeaturizeConfig, FeaturizerConfig, ReadConfig, SparkConfig, TrackingConfig, dump_config
@@ -41,7 +42,7 @@ def require_model(given: str | None) -> str:
     return given
 
 
-def no_images(where: str, extensions: Sequence[str]) -> InputError:
+def no_images(where: str | None, extensions: Sequence[str]) -> InputError:
     """The error of a listing that found nothing under `where`."""
     return InputError(f"no images under {where} (extensions: {', '.join(extensions)})")
 
@@ -51,7 +52,7 @@ def worker_options(
 ) -> WorkerOptions:
     """What Spark workers need besides the model: `read`'s limits, `batch_size`, and the
     featurizer's device and autocast (WorkerOptions' defaults without one)."""
-    where = {"device": featurizer.device, "autocast": featurizer.autocast} if featurizer else {}
+    where: dict[str, Any] = {"device": featurizer.device, "autocast": featurizer.autocast} if featurizer else {}
     return WorkerOptions(
         batch_size=batch_size,
         max_bytes_in_flight=read.max_bytes_per_batch,

@@ -88,13 +88,13 @@ def featurize_run(
 
     With tracking on, the run is an MLflow run and its id is the `run_id`.
     """
-    require_input(cfg.input)
+    uri = require_input(cfg.input)
     # What can be checked cheaply fails here, before Spark or MLflow start.
-    sources.check_input(cfg.input, cfg.read.extensions)
+    sources.check_input(uri, cfg.read.extensions)
     delta.check_writable(cfg.table)
     spec = featurizer_spec(cfg)
     runtime = featurizer_runtime(
-        cfg.featurizer, spec, cfg.spark, sources.sample_local_files(cfg.input, cfg.read.extensions, 6)
+        cfg.featurizer, spec, cfg.spark, sources.sample_local_files(uri, cfg.read.extensions, 6)
     )
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
         spark = spark or get_spark(cfg.spark)
@@ -148,7 +148,7 @@ def _featurize(
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
     opts = featurize_options(cfg, spark, runtime)
-    with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+    with sources.list_images(spark, require_input(cfg.input), cfg.read.extensions) as listing:
         summary = featurize_listed(cfg, spec, opts, spark, run_id, listing)
     summary.seconds = time.monotonic() - started
     summary.runtime, summary.runtime_note = runtime.runtime, runtime.note

@@ -83,8 +83,8 @@ def finetune_run(cfg: FinetuneConfig, spark: SparkSession | None = None) -> Fine
     The model version is registered last, after training and logging succeeded:
     a run that dies leaves none.
     """
-    require_input(cfg.input)
-    sources.check_input(cfg.input, cfg.read.extensions)  # the cheap checks, before Spark starts
+    uri = require_input(cfg.input)
+    sources.check_input(uri, cfg.read.extensions)  # the cheap checks, before Spark starts
     use_store_for([cfg.featurizer], cfg.tracking)
     base = resolve_spec(cfg.featurizer)
     finetune.check_network(base)
@@ -96,9 +96,9 @@ def finetune_run(cfg: FinetuneConfig, spark: SparkSession | None = None) -> Fine
     started = time.monotonic()
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "finetune", {"featurizer": base.name}) as run_id:
-        with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+        with sources.list_images(spark, uri, cfg.read.extensions) as listing:
             if listing.count == 0:
-                raise no_images(cfg.input, cfg.read.extensions)
+                raise no_images(uri, cfg.read.extensions)
             plan = finetune.plan(spark, cfg, listing.frame, listing.count)
         finetune.check(plan, cfg)
         _log_plan(plan, cfg, base)
@@ -190,6 +190,7 @@ def _track_finetune(
     )
     source = tracking.log_artifacts(str(folder), "featurizer")
     if cfg.model_name:
+        assert summary.run_id is not None  # _track_finetune runs inside the tracked run
         summary.model_name, summary.model_version = (
             cfg.model_name,
             tracking.register_artifacts(cfg.model_name, source, summary.run_id),

@@ -19,6 +19,8 @@ from imgfeat import delta, tracking
 from imgfeat.config import InsightsConfig, TrainConfig, dump_config, load_config
 from imgfeat.dataset import read_labeled
 from imgfeat.errors import InputError
+from imgfeat.featurizers import Featurizer
+from imgfeat.model import torch_featurizers
 from imgfeat.runs._shared import require_model
 from imgfeat.session import get_spark
 
@@ -58,9 +60,9 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
     from imgfeat import insights, report, scoring
 
     started = time.monotonic()
-    require_model(cfg.model)
+    model_uri = require_model(cfg.model)
     tracking.use_store(cfg.tracking)
-    model = scoring.resolve_model(cfg.model)
+    model = scoring.resolve_model(model_uri)
     features = scoring.model_features(model.local_dir)
     if features.task != "classification":
         raise InputError(f"{cfg.model} is a {features.task} model: insights needs a classification model")
@@ -96,7 +98,11 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
             "projection": cfg.projection,
             "near_duplicate_threshold": f"{cfg.near_duplicates.threshold:g}",
         }
-        data = insights.analyse(rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about)
+
+        def trunk() -> Featurizer:  # the torch network of a model that scores with ONNX: its activation maps
+            return torch_featurizers(model.local_dir)[0]
+
+        data = insights.analyse(rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about, trunk)
         data.seconds = time.monotonic() - started
         data.about["time"] = (
             f"{data.seconds:.1f} s (report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})"

@@ -124,6 +124,7 @@ def _nightly_train(cfg: NightlyConfig, spark: SparkSession, state: dict, summary
         summary.new_rows = nightly.ok_rows_since(spark, summary.table, trained.table_version, names)
     summary.retrained = nightly.retrain_reason(trained, summary.new_rows or 0, cfg.retrain)
     if summary.retrained is None:
+        assert trained is not None  # retrain_reason always gives one for a table never trained on
         summary.skipped["train"] = (
             f"{summary.new_rows} new ok rows since table version {trained.table_version} "
             f"(retrain.min_new_rows {cfg.retrain.min_new_rows}, min_new_fraction {cfg.retrain.min_new_fraction})"

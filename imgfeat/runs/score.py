@@ -71,9 +71,9 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
     version an alias or `latest` resolved to), with the scores table version
     it wrote as its dataset (context `scoring`).
     """
-    require_model(cfg.model)
-    require_input(cfg.input)
-    sources.check_input(cfg.input, cfg.read.extensions)  # before Spark starts, as the model lookup
+    model_uri = require_model(cfg.model)
+    uri = require_input(cfg.input)
+    sources.check_input(uri, cfg.read.extensions)  # before Spark starts, as the model lookup
     delta.check_writable(cfg.output)
     from imgfeat import scoring
 
@@ -85,12 +85,12 @@ def score_run(cfg: ScoreConfig, spark: SparkSession | None = None) -> ScoreSumma
         )
 
     tracking.use_store(cfg.tracking)
-    model = scoring.resolve_model(cfg.model)
+    model = scoring.resolve_model(model_uri)
     name = f"score {model.name}/{model.version}" if model.version else "score"
     with tracking.run(cfg.tracking, "score", {"scores_table": cfg.output}, name=name) as tracked:
         spark = spark or get_spark(cfg.spark)
         started = time.monotonic()
-        with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+        with sources.list_images(spark, uri, cfg.read.extensions) as listing:
             summary = _score_listed(cfg, model, spark, tracked or uuid.uuid4().hex, listing)
         summary.seconds = time.monotonic() - started
         if tracked:

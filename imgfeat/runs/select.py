@@ -67,18 +67,18 @@ def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSu
     featurize path: rows a later full run reuses), cross-validate each (and the best pair),
     and recommend one by `selection.recommend`'s rule. Each candidate is a nested MLflow run;
     the parent records the choice (what `imgfeat train --featurizers auto` reads)."""
-    require_input(cfg.input)
-    sources.check_input(cfg.input, cfg.read.extensions)  # all of this before Spark starts
+    uri = require_input(cfg.input)
+    sources.check_input(uri, cfg.read.extensions)  # all of this before Spark starts
     delta.check_writable(cfg.table)
     names = selection.check_candidates(cfg.candidates, cfg.floor)
     featurizers = {n: FeaturizerConfig(name=n, batch_size=cfg.batch_size, runtime=cfg.runtime) for n in names}
     specs = {n: resolve_spec(f) for n, f in featurizers.items()}
-    photos = sources.sample_local_files(cfg.input, cfg.read.extensions, 6)
+    photos = sources.sample_local_files(uri, cfg.read.extensions, 6)
     runtimes = {n: featurizer_runtime(featurizers[n], specs[n], cfg.spark, photos) for n in names}
     started = time.monotonic()
     spark = spark or get_spark(cfg.spark)
     with tracking.run(cfg.tracking, "select", {"table": cfg.table}) as parent:
-        with sources.list_images(spark, cfg.input, cfg.read.extensions) as listing:
+        with sources.list_images(spark, uri, cfg.read.extensions) as listing:
             sample = _select_sample(spark, cfg, listing)
             try:
                 summary = _measure(cfg, spark, featurizers, specs, runtimes, sample, parent)
