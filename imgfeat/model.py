@@ -41,7 +41,7 @@ import pandas as pd
 from imgfeat.errors import InputError, Status
 from imgfeat.features import FeatureSpec, predict_output
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
-from imgfeat.featurizers.featurizer import ProjectedFeaturizer
+from imgfeat.featurizers.featurizer import ProjectedFeaturizer, TorchFeaturizer
 from imgfeat.featurizers.runtime import prefer_graph
 from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.inference import Prepared, WorkerOptions, cached_featurizer, pick_device, pipelined, prepare_bytes
@@ -280,11 +280,40 @@ def _load_bundled(spec: FeaturizerSpec, artifacts: Mapping[str, str], i: int) ->
         device = pick_device("auto")
         model = cached_featurizer(base, device)
     else:
-        import torch
+        model = _torch_featurizer(base, weights, pick_device("auto"))
+    return _projected(spec, artifacts, i, model)
 
-        device = pick_device("auto")
-        model = load_featurizer(replace(base, weights="random:0", weights_sha256=None), device=device)
-        model.network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+
+def torch_featurizers(local_dir: str, device: str = "cpu") -> list[Featurizer]:
+    """A downloaded model's featurizers as torch networks, whatever runs them when it
+    scores (an `onnx_i` graph, say): the bundled `weights_i` loaded into the network, or
+    the network rebuilt from the spec when the model bundles none (packaged, seeded
+    random). For looking inside the network (activation maps); serving never calls it."""
+    from mlflow.models import Model
+
+    logged = Model.load(local_dir).flavors.get("python_function", {}).get("artifacts") or {}
+    artifacts = {name: str(Path(local_dir, a["path"])) for name, a in logged.items()}
+    features = model_features(local_dir)
+    return [
+        _projected(spec, artifacts, i, _torch_featurizer(_base(spec), artifacts.get(_artifact("weights", i)), device))
+        for i, spec in enumerate(features.featurizers)
+    ]
+
+
+def _torch_featurizer(base: FeaturizerSpec, weights: str | None, device: str) -> Featurizer:
+    """`base`'s torch network with the `weights` file loaded (None: the spec's own weights)."""
+    if weights is None:
+        return load_featurizer(base, device=device)
+    import torch
+
+    model = load_featurizer(replace(base, weights="random:0", weights_sha256=None), device=device)
+    assert isinstance(model, TorchFeaturizer)  # a spec with weights is a network
+    model.network.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    return model
+
+
+def _projected(spec: FeaturizerSpec, artifacts: Mapping[str, str], i: int, model: Featurizer) -> Featurizer:
+    """`model` followed by the PCA basis bundled in the model, when `spec` is reduced."""
     if spec.projection is None:
         return model
     bundled = replace(spec.projection, location=artifacts[_artifact("projection", i)])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -22,8 +24,14 @@ pytestmark = pytest.mark.slow
 SHOTS = os.environ.get("IMGFEAT_SCREENSHOTS")
 
 
+#: The `Insights` the module's report was rendered from.
+_DATA: list = []
+
+
 @pytest.fixture(scope="module")
 def report(spark, trainset, tmp_path_factory):
+    from imgfeat import report as rendering
+
     out = tmp_path_factory.mktemp("insights")
     cfg = load_config(
         InsightsConfig,
@@ -31,7 +39,65 @@ def report(spark, trainset, tmp_path_factory):
         model=f"models:/{MODEL_NAME}/1",
         output=str(out),
     )
-    return insights_run(cfg, spark)
+    write = rendering.write
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rendering, "write", lambda data, folder: (_DATA.append(data), write(data, folder))[1])
+        return insights_run(cfg, spark)
+
+
+def test_a_model_scoring_with_onnx_runtime_has_its_activation_maps(report, trainset):
+    """The shared model is trained with the defaults (runtime auto: ONNX on CPU); its maps
+    come from the torch network of the same weights, checked against the graph."""
+    from mlflow.models import Model
+
+    from imgfeat import scoring, tracking
+    from imgfeat.config import TrackingConfig
+    from imgfeat.featurizers.featurizer import TorchFeaturizer
+    from imgfeat.model import torch_featurizers
+
+    tracking.use_store(TrackingConfig(uri=trainset.tracking_uri))
+    local = scoring.resolve_model(f"models:/{MODEL_NAME}/1").local_dir
+    assert "onnx_0" in Model.load(local).flavors["python_function"]["artifacts"]  # trained with a graph
+    assert not isinstance(scoring.load_image_model(local).featurizers[0], TorchFeaturizer)  # scores with it
+    trunk = torch_featurizers(local)[0]
+    assert isinstance(trunk, TorchFeaturizer) and hasattr(trunk.network, "feature_map")
+
+    (data,) = _DATA
+    size = trunk.spec.input_size
+    assert data.maps_note is None and data.maps
+    assert len(data.maps) <= 2 * 2 * len(CLASSES)  # activation_maps per class and outcome
+    for m in data.maps:
+        assert m.image.shape == (size, size, 3) and m.image.dtype == np.uint8
+        assert m.heat.shape == (size, size) and np.isfinite(m.heat).all()
+        assert m.heat.min() >= 0 and m.heat.max() <= 1 + 1e-6
+    assert any(m.heat.max() > 0.99 for m in data.maps)  # scaled to its peak: a map, not zeros
+    html = Path(report.report).read_text()
+    section = html[html.index("<section id='activation-maps'>") :]
+    section = section[: section.index("</section>")]
+    assert "not a CNN" not in html and "no activation maps" not in section
+    assert section.count("<figure><img src='data:image/png;base64,") == len(data.maps)
+
+
+def test_maps_are_refused_when_the_torch_network_does_not_give_the_graphs_embeddings(spark, trainset):
+    from imgfeat import insights, scoring, tracking
+    from imgfeat.config import TrackingConfig, TrainConfig
+    from imgfeat.dataset import read_labeled
+    from imgfeat.featurizers import load_featurizer
+    from imgfeat.model import torch_featurizers
+
+    tracking.use_store(TrackingConfig(uri=trainset.tracking_uri))
+    local = scoring.resolve_model(f"models:/{MODEL_NAME}/1").local_dir
+    model = scoring.load_image_model(local)
+    features = model.features
+    cfg = load_config(TrainConfig, table=trainset.table)
+    rows = read_labeled(spark, cfg, features=features, version=trainset.featurized.version).rows
+    predicted = insights.with_predictions(rows, features, model.booster.save_raw("ubj"), ["emb_0"])
+    spec = features.featurizers[0]
+    other = load_featurizer(replace(spec, weights="random:0", weights_sha256=None))  # same network, other weights
+    maps, note = insights.activation_maps(predicted, features, model, 1, trunk=lambda: other)
+    assert maps == [] and "does not give the embeddings the model scores with" in note, note
+    maps, note = insights.activation_maps(predicted, features, model, 1, trunk=lambda: torch_featurizers(local)[0])
+    assert note is None and 0 < len(maps) <= 2 * len(CLASSES)
 
 
 def test_the_run_is_tracked_with_lineage_and_the_report_as_artifact(report, trainset):
