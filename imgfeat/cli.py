@@ -143,8 +143,13 @@ def _bench(args: argparse.Namespace) -> int:
     skip = tuple(s for item in args.skip for s in item.split(",") if s)
     run_bench(
         BenchOptions(
-            n=args.n, seed=args.seed, out=Path(args.out), master=args.master,
-            overrides=tuple(args.set), compile=args.compile, skip=skip,
+            n=args.n,
+            seed=args.seed,
+            out=Path(args.out),
+            master=args.master,
+            overrides=tuple(args.set),
+            compile=args.compile,
+            skip=skip,
         ),
         emit=lambda line: print(line, flush=True),
     )
@@ -204,8 +209,13 @@ _KEY = "config:"
 
 
 def flag(
-    parser: argparse.ArgumentParser, name: str, cls: type, key: str, *,
-    metavar: str | None = None, parse: Callable[[str], Any] | None = None,
+    parser: argparse.ArgumentParser,
+    name: str,
+    cls: type,
+    key: str,
+    *,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
 ) -> None:
     """`name` sets config key `key` of `cls`; its help is the field's description and default.
 
@@ -218,11 +228,14 @@ def flag(
     s = setting(cls, key)
     kinds = [a for a in get_args(s.field.annotation) if a is not type(None)] or [s.field.annotation]
     literal = get_origin(s.field.annotation) is Literal
-    convert = parse or next((k for k in (int, float) if k in kinds), None)
+    convert = parse or next((k for k in (int, float) if k in kinds), str)
     shown = "" if s.default is None else f" (default {s.default_text})"
     parser.add_argument(
-        name, dest=_KEY + key, metavar=None if literal else metavar or key.rsplit(".", 1)[-1].upper(),
-        type=convert, choices=get_args(s.field.annotation) if literal else None,
+        name,
+        dest=_KEY + key,
+        metavar=None if literal else metavar or key.rsplit(".", 1)[-1].upper(),
+        type=convert,
+        choices=get_args(s.field.annotation) if literal else None,
         help=(s.description + shown).replace("%", "%%"),
     )
 
@@ -244,7 +257,9 @@ def _featurize_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--table", C, "table", metavar="PATH")
     flag(p, "--featurizer", C, "featurizer.name", metavar="NAME")
     flag(p, "--weights", C, "featurizer.weights", metavar="WEIGHTS")
-    p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON")
+    p.add_argument(
+        "--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON"
+    )
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -269,7 +284,9 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
 
     flag(p, "--input", C, "input", metavar="URI")
     flag(p, "--model-name", C, "model_name", metavar="NAME")
-    p.add_argument("--summary-json", metavar="PATH", help="also write the run summary (counts, epochs, weights) as JSON")
+    p.add_argument(
+        "--summary-json", metavar="PATH", help="also write the run summary (counts, epochs, weights) as JSON"
+    )
 
 
 def _score_flags(p: argparse.ArgumentParser) -> None:
@@ -313,7 +330,9 @@ def _nightly_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--input", C, "featurize.input", metavar="URI")
     flag(p, "--table", C, "featurize.table", metavar="PATH")
     p.add_argument(
-        "--step", action="append", choices=["featurize", "train", "score"],
+        "--step",
+        action="append",
+        choices=["featurize", "train", "score"],
         help="run only this step (repeatable; default all three, in order)",
     )
     p.add_argument("--summary-json", metavar="PATH", help="also write what each step did as JSON")
@@ -324,10 +343,17 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="photo generator seed")
     p.add_argument("--out", default="bench/out", help="cache and scratch folder (default bench/out)")
     p.add_argument("--master", help="Spark master (default local[<cores>])")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="featurize config override for the Spark job")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="featurize config override for the Spark job"
+    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    p.add_argument("--skip", action="append", default=[], metavar="STAGES",
-                   help="comma-separated: decode, model, loop, spark, naive, udf")
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="STAGES",
+        help="comma-separated: decode, model, loop, spark, naive, udf",
+    )
 
 
 #: In the order a user runs them; `imgfeat --help` lists them so. A new command is
@@ -335,51 +361,78 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
 #: `imgfeat.settings_doc` (which writes conf/<name>.yaml) and one line here.
 SUBCOMMANDS = (
     Subcommand(
-        "featurize", "images → embeddings Delta table (only new or changed images)", _featurize, _featurize_flags,
+        "featurize",
+        "images → embeddings Delta table (only new or changed images)",
+        _featurize,
+        _featurize_flags,
         "conf/featurize.yaml",
         "example:\n  imgfeat featurize --input s3://bucket/photos --table warehouse/embeddings --featurizer resnet50",
     ),
     Subcommand(
-        "train", "embeddings (+ labels, tabular columns) → XGBoost on Spark → registered MLflow model", _train,
-        _train_flags, "conf/train.yaml",
+        "train",
+        "embeddings (+ labels, tabular columns) → XGBoost on Spark → registered MLflow model",
+        _train,
+        _train_flags,
+        "conf/train.yaml",
         "example:\n  imgfeat train --table warehouse/embeddings --set labels.source=labels.csv --set labels.label=kind",
     ),
     Subcommand(
-        "finetune", "labeled images → fine-tuned featurizer (TorchDistributor), registered in MLflow", _finetune,
-        _finetune_flags, "conf/finetune.yaml",
+        "finetune",
+        "labeled images → fine-tuned featurizer (TorchDistributor), registered in MLflow",
+        _finetune,
+        _finetune_flags,
+        "conf/finetune.yaml",
         "example:\n  imgfeat finetune --input photos/ --set labels.source=labels.csv --set labels.label=defect\n"
         "  imgfeat featurize --input photos/ --weights models:/imgfeat-finetuned/latest",
     ),
     Subcommand(
-        "select", "try candidate featurizers on a labeled sample (into the table), recommend one", _select,
-        _select_flags, "conf/select.yaml",
+        "select",
+        "try candidate featurizers on a labeled sample (into the table), recommend one",
+        _select,
+        _select_flags,
+        "conf/select.yaml",
         "example:\n  imgfeat select --input photos/ --set labels.source=labels.csv --set labels.label=defect",
     ),
     Subcommand(
-        "score", "images → registered model → scores Delta table (reuses stored embeddings)", _score, _score_flags,
+        "score",
+        "images → registered model → scores Delta table (reuses stored embeddings)",
+        _score,
+        _score_flags,
         "conf/score.yaml",
         "example:\n  imgfeat score --model models:/imgfeat/latest --input new_photos/ --output warehouse/scores",
     ),
     Subcommand(
-        "serve", "a registered model behind a REST endpoint (MLflow's scoring server)", _serve, _serve_flags,
+        "serve",
+        "a registered model behind a REST endpoint (MLflow's scoring server)",
+        _serve,
+        _serve_flags,
         "conf/serve.yaml",
         "example:\n  imgfeat serve --model models:/imgfeat/latest --port 5000\n"
         "  curl -s localhost:5000/invocations -H 'Content-Type: application/json' \\\n"
-        "    -d '{\"dataframe_split\": {\"columns\": [\"content\"], \"data\": [[\"'$(base64 -w0 cat.jpg)'\"]]}}'",
+        '    -d \'{"dataframe_split": {"columns": ["content"], "data": [["\'$(base64 -w0 cat.jpg)\'"]]}}\'',
     ),
     Subcommand(
-        "reregister", "log a registered version again with this imgfeat's code (today's serving rules)",
-        _reregister, _reregister_flags, "conf/serve.yaml",
+        "reregister",
+        "log a registered version again with this imgfeat's code (today's serving rules)",
+        _reregister,
+        _reregister_flags,
+        "conf/serve.yaml",
         "example:\n  imgfeat reregister --model models:/imgfeat/3      # prints the new version to serve",
     ),
     Subcommand(
-        "insights", "registered model → one HTML report: projection, activation maps, outliers, near-duplicates, errors",
-        _insights, _insights_flags, "conf/insights.yaml",
+        "insights",
+        "registered model → one HTML report: projection, activation maps, outliers, near-duplicates, errors",
+        _insights,
+        _insights_flags,
+        "conf/insights.yaml",
         "example:\n  imgfeat insights --model models:/imgfeat/3 --output insights",
     ),
     Subcommand(
-        "nightly", "featurize new images, retrain past a threshold, score; under the table's lock", _nightly,
-        _nightly_flags, "conf/nightly.yaml",
+        "nightly",
+        "featurize new images, retrain past a threshold, score; under the table's lock",
+        _nightly,
+        _nightly_flags,
+        "conf/nightly.yaml",
         "example:\n  imgfeat nightly --config conf/nightly.yaml --input s3://bucket/photos --table s3://lake/embeddings",
     ),
     Subcommand("featurizers", "list the registered featurizers (names for --featurizer)", _featurizers),
@@ -395,34 +448,58 @@ def _common_flags(p: argparse.ArgumentParser, defaults: bool) -> None:
     """
     d = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
     group = p.add_argument_group("output")
-    group.add_argument("--verbose", action="store_true", default=d(False),
-                       help="show Spark, MLflow and XGBoost logs here instead of in a log file")
-    group.add_argument("--log-file", metavar="PATH", default=d(None),
-                       help="where those logs go (default: a new file under $TMPDIR/imgfeat-logs/)")
+    group.add_argument(
+        "--verbose",
+        action="store_true",
+        default=d(False),
+        help="show Spark, MLflow and XGBoost logs here instead of in a log file",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        default=d(None),
+        help="where those logs go (default: a new file under $TMPDIR/imgfeat-logs/)",
+    )
     group.add_argument("--debug", action="store_true", default=d(False), help="show stack traces for user errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="imgfeat", description=DESCRIPTION, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="imgfeat",
+        description=DESCRIPTION,
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common_flags(parser, defaults=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                title="commands, in the order you run them")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands, in the order you run them"
+    )
     for command in SUBCOMMANDS:
         where = (
             f"\n\nEvery key, with its default, is documented in {command.config}; "
-            "--config FILE reads yours, and flags and --set override it." if command.config else ""
+            "--config FILE reads yours, and flags and --set override it."
+            if command.config
+            else ""
         )
         p = sub.add_parser(
-            command.name, help=command.summary, description=command.summary + where, epilog=command.example,
+            command.name,
+            help=command.summary,
+            description=command.summary + where,
+            epilog=command.example,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.flags(p)
         if command.config:
-            p.add_argument("--config", metavar="FILE", help=f"YAML config (default: built-in defaults, as in {command.config})")
-            p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="override one config key, e.g. --set tracking.uri=sqlite:///mlflow.db (repeatable)")
+            p.add_argument(
+                "--config", metavar="FILE", help=f"YAML config (default: built-in defaults, as in {command.config})"
+            )
+            p.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override one config key, e.g. --set tracking.uri=sqlite:///mlflow.db (repeatable)",
+            )
         _common_flags(p, defaults=False)
         p.set_defaults(run=command.run)
     return parser

@@ -29,10 +29,11 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -59,8 +60,18 @@ OUTPUT_COLUMNS = ("prediction", "predicted_class", "probabilities", "novelty", "
 #: The package files a logged model carries (`code_paths`): what loading and scoring
 #: import, and nothing else (no Spark jobs, tables, training, bench or demo code).
 SERVED_CODE = (
-    "__init__.py", MODEL_CODE, "model.py", "served_input.py", "features.py", "inference.py", "decode.py",
-    "errors.py", "config.py", "novelty.py", "featurizers",
+    "__init__.py",
+    MODEL_CODE,
+    "model.py",
+    "served_input.py",
+    "features.py",
+    "inference.py",
+    "decode.py",
+    "errors.py",
+    "config.py",
+    "config_load.py",
+    "novelty.py",
+    "featurizers",
 )
 
 #: Reads a `path` row's bytes; raises `Refused` or any exception for an unreadable one.
@@ -72,7 +83,7 @@ def _artifact(kind: str, i: int) -> str:
 
 
 # ------------------------------------------------------------------------- the pyfunc
-class ImageModel(mlflow.pyfunc.PythonModel):
+class ImageModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]  # mlflow.pyfunc is lazily typed
     """Raw image (bytes or path) + tabular columns → prediction, as an MLflow pyfunc.
 
     Every input row yields one output row; an image that cannot be read or
@@ -114,7 +125,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
             raise MlflowException.invalid_parameter_value(str(exc)) from None
         finally:
             self._end(token)
-        out["error"] = [served_message(s, e) for s, e in zip(out["status"], out["error"])]
+        out["error"] = [served_message(s, e) for s, e in zip(out["status"], out["error"], strict=True)]
         for name in out.columns[out.dtypes.map(pd.api.types.is_float_dtype)]:  # prediction, novelty
             out[name] = out[name].astype(object).where(out[name].notna(), None)
         return out
@@ -183,7 +194,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         featurized = np.zeros(n, dtype=bool)
         vectors: list[list[np.ndarray | None]] = []
         for i, model in enumerate(self.featurizers):
-            have = list(stored[i]) if stored is not None else [None] * n
+            have: list[np.ndarray | None] = list(stored[i]) if stored is not None else [None] * n
             todo = [r for r in range(n) if have[r] is None and status[r] == Status.OK.value]
             for r, item, vector in _featurize_rows(frame, todo, model, opts, read):
                 have[r] = vector
@@ -204,7 +215,7 @@ class ImageModel(mlflow.pyfunc.PythonModel):
             }
         )
         if ok:
-            embeddings = [np.stack([v[r] for r in ok]) for v in vectors]
+            embeddings = [np.stack([_present(v[r]) for r in ok]) for v in vectors]
             x = self.features.assemble(embeddings, frame.iloc[ok].reset_index(drop=True))
             self._predict_into(out, ok, x)
             if self.novelty is not None:
@@ -219,8 +230,14 @@ class ImageModel(mlflow.pyfunc.PythonModel):
         index = predicted.argmax(axis=1)
         out.loc[rows, "prediction"] = index.astype(np.float64)
         out.loc[rows, "predicted_class"] = [self.features.classes[k] for k in index]
-        for r, p in zip(rows, predicted.astype(np.float64)):
+        for r, p in zip(rows, predicted.astype(np.float64), strict=True):
             out.at[r, "probabilities"] = p.tolist()
+
+
+def _present(vector: np.ndarray | None) -> np.ndarray:
+    """An ok row's embedding (set whenever its status is ok)."""
+    assert vector is not None
+    return vector
 
 
 def _featurize_rows(
@@ -244,7 +261,7 @@ def _featurize_rows(
 
     order = iter(rows)
     for items, batch in pipelined((job(r) for r in rows), model, opts):
-        for item, vector in zip(items, batch):
+        for item, vector in zip(items, batch, strict=True):
             yield next(order), item, vector
 
 
@@ -336,7 +353,9 @@ def _bundle(spec: FeaturizerSpec, i: int, dest: Path, graph: str | None = None) 
         import torch
 
         path = dest / f"weights_{i}.pt"
-        torch.save(cached_featurizer(base, "cpu").network.state_dict(), path)
+        network = cached_featurizer(base, "cpu")
+        assert isinstance(network, TorchFeaturizer)  # no graph given: torch
+        torch.save(network.network.state_dict(), path)
         out[_artifact("weights", i)] = str(path)
     return out
 
@@ -417,7 +436,10 @@ def follows_serving_rules(local_dir: str) -> bool:
 
 
 def _log(
-    artifacts: Mapping[str, str], spec: FeatureSpec, example: Mapping[str, Any], registered_name: str | None,
+    artifacts: Mapping[str, str],
+    spec: FeatureSpec,
+    example: Mapping[str, Any],
+    registered_name: str | None,
     tmp: Path,
 ) -> LoggedModel:
     """`mlflow.pyfunc.log_model` as code, with `SERVED_CODE`, the signature and pinned requirements."""
@@ -425,10 +447,8 @@ def _log(
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import Array
 
-    inputs = Schema(
-        [ColSpec("string", "content", required=False), ColSpec("string", "path", required=False)]
-        + [ColSpec(spec.column_types[c], c) for c in spec.columns]
-    )
+    columns: list[Any] = [ColSpec("string", "content", required=False), ColSpec("string", "path", required=False)]
+    inputs = Schema(columns + [ColSpec(spec.column_types[c], c) for c in spec.columns])
     outputs = Schema(
         [
             ColSpec("double", "prediction"),
@@ -451,8 +471,7 @@ def _log(
         pip_requirements=_requirements(),
     )
     registered = info.registered_model_version
-    return LoggedModel(info.model_uri, registered_name if registered else None,
-                       str(registered) if registered else None)
+    return LoggedModel(info.model_uri, registered_name if registered else None, str(registered) if registered else None)
 
 
 def _served_code(dest: Path) -> str:

@@ -146,7 +146,8 @@ class ServingPolicy:
         prefix = posixpath.normpath("/" + base.path.lstrip("/"))
         if (
             (url.scheme.lower(), url.netloc) != (base.scheme.lower(), base.netloc)
-            or url.query or url.fragment
+            or url.query
+            or url.fragment
             or not (inside == prefix or inside.startswith(prefix.rstrip("/") + "/"))
         ):
             raise Refused(Status.READ_ERROR, PATH_REFUSED)

@@ -42,8 +42,20 @@ _GUARD = Path(serving_guard.__file__)
 def server_command(app_dir: str, host: str, port: int, workers: int) -> list[str]:
     """uvicorn serving `serving_guard` (copied into `app_dir`) in this interpreter's environment."""
     return [
-        sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory", f"{_GUARD.stem}:create_app",
-        "--host", host, "--port", str(port), "--workers", str(workers), "--no-access-log",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        app_dir,
+        "--factory",
+        f"{_GUARD.stem}:create_app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--no-access-log",
     ]
 
 
@@ -76,8 +88,15 @@ class Server:
     """
 
     def __init__(
-        self, model_uri: str, tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
-        policy: ServingPolicy = ServingPolicy(), output: IO | None = None,
+        self,
+        model_uri: str,
+        tracking_uri: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        workers: int = 1,
+        policy: ServingPolicy = ServingPolicy(),
+        output: IO | None = None,
     ) -> None:
         self.model_uri, self.host, self.port = model_uri, host, port
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
@@ -93,8 +112,13 @@ class Server:
         if threading.current_thread() is threading.main_thread():  # SIGTERM here unwinds to `stop`
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_exit)
         self.process = subprocess.Popen(
-            self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=self._output, stderr=self._output,
-            start_new_session=True, preexec_fn=_stop_with_parent,
+            self._argv,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=self._output,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         return self
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -45,7 +46,9 @@ class Guard:
         if path in ("/ping", "/health"):
             busy = self.busy_seconds()
             if busy > self.busy_after_s:
-                message = f"busy: a request has been scoring for {busy:.0f} s (limits.busy_after_s = {self.busy_after_s:g})"
+                message = (
+                    f"busy: a request has been scoring for {busy:.0f} s (limits.busy_after_s = {self.busy_after_s:g})"
+                )
                 await _answer(send, 503, "TEMPORARILY_UNAVAILABLE", message)
                 return
         elif path == "/invocations" and scope.get("method") == "POST":
@@ -95,7 +98,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _too_large(send: Send, size: int, cap: int) -> None:
     await _answer(
-        send, 413, "REQUEST_TOO_LARGE",
+        send,
+        413,
+        "REQUEST_TOO_LARGE",
         f"request body exceeds {cap} bytes (limits.max_body_bytes): send fewer or smaller images per request",
     )
 

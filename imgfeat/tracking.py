@@ -27,8 +27,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from imgfeat import console
 from imgfeat.config import TrackingConfig
@@ -164,7 +165,9 @@ def name_run(name: str) -> None:
     """Rename the active run, once what tells it apart (a table version) is known."""
     import mlflow
 
-    mlflow.MlflowClient().update_run(mlflow.active_run().info.run_id, name=name)
+    active = mlflow.active_run()
+    assert active is not None, "name_run is called inside a tracked run"
+    mlflow.MlflowClient().update_run(active.info.run_id, name=name)
 
 
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
@@ -318,6 +321,7 @@ def registered_version(uri: str) -> tuple[str, str, str]:
         raise InputError(f"cannot load model {uri}: {exc.message}") from None
     return name, ver, f"models:/{name}/{ver}"
 
+
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
     """Metrics of one training epoch (MLflow step = epoch), so they chart as curves."""
     import mlflow
@@ -387,6 +391,7 @@ def set_alias(name: str, alias: str, version: str) -> None:
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(name, alias, version)
+
 
 def log_artifact(path: str) -> None:
     import mlflow

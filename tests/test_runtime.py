@@ -28,6 +28,7 @@ from imgfeat.featurizers import load_featurizer, resolve_featurizer, runtime
 from imgfeat.featurizers.featurizer import GRAYSCALE_ARCH
 from imgfeat.featurizers.registry import ENTRIES
 from imgfeat.featurizers.runtime import RuntimeUnavailable, cached_graph, choose_runtime, load_graph_featurizer
+from imgfeat.runs import featurize as featurize_job
 from tests.photos import PHOTOS, load_photo
 from tests.test_featurizers import SLOW
 
@@ -182,7 +183,7 @@ def test_explicit_onnxruntime_refuses_with_one_line_exit_2_before_spark(failure,
     def no_spark(*args, **kwargs):
         raise AssertionError("Spark started before the runtime was checked")
 
-    monkeypatch.setattr(runs, "get_spark", no_spark)
+    monkeypatch.setattr(featurize_job, "get_spark", no_spark)
     code = cli.main([
         "featurize", "--input", str(photos), "--table", str(tmp_path / "t"), "--featurizer", "resnet18",
         "--weights", "random", "--set", "tracking.enabled=false", "--set", "featurizer.runtime=onnxruntime",

@@ -19,7 +19,14 @@ from imgfeat import served_input, serving_guard
 from imgfeat.config import ServeLimits, ServePaths
 from imgfeat.errors import InputError, Status
 from imgfeat.served_input import (
-    NOT_BASE64, PATH_REFUSED, PATH_TIMEOUT, PATHS_OFF, TOO_MANY_BYTES, Refused, ServingPolicy, served_message,
+    NOT_BASE64,
+    PATH_REFUSED,
+    PATH_TIMEOUT,
+    PATHS_OFF,
+    TOO_MANY_BYTES,
+    Refused,
+    ServingPolicy,
+    served_message,
 )
 
 

@@ -103,7 +103,7 @@ def _assert_readme_request_answers_right(server, trainset) -> None:
     assert len(rows) == 5
     embeddings, _ = _stored(trainset.table, jpegs)
     expected = _booster(trainset).predict(xgboost.DMatrix(embeddings))
-    for row, probs in zip(rows[:3], expected):  # the JPEGs: as the booster on their stored embeddings
+    for row, probs in zip(rows[:3], expected, strict=True):  # the JPEGs: as the booster on their stored embeddings
         assert row["status"] == "ok" and row["error"] is None
         np.testing.assert_allclose(row["probabilities"], probs, atol=1e-5)
         assert row["prediction"] == float(probs.argmax()) and row["predicted_class"] == CLASSES[int(probs.argmax())]
@@ -191,7 +191,7 @@ def test_paths_urls_and_server_files_are_refused_alike_and_nothing_leaks(server,
     assert time.monotonic() - started < 30  # the FIFO blocked nothing
     assert (status, status2) == (200, 200), (text, text2)
     rows = json.loads(text)["predictions"] + json.loads(text2)["predictions"]
-    for path, row in zip(hostile, rows):
+    for path, row in zip(hostile, rows, strict=True):
         assert row == {
             "prediction": None, "predicted_class": None, "probabilities": None, "novelty": row["novelty"],
             "status": "read_error", "error": PATHS_OFF,

@@ -17,9 +17,9 @@ from imgfeat.runs.featurize import FeaturizeSummary, featurize_run
 from imgfeat.runs.finetune import FinetuneSummary, finetune_run
 from imgfeat.runs.insights import InsightsSummary, insights_run
 from imgfeat.runs.nightly import NIGHTLY_STEPS, NightlySummary, _promote, nightly_run
+from imgfeat.runs.reregister import ReregisterSummary, reregister_run
 from imgfeat.runs.score import ScoreSummary, score_run
 from imgfeat.runs.select import SelectSummary, select_run
-from imgfeat.runs.reregister import ReregisterSummary, reregister_run
 from imgfeat.runs.serve import serve_run
 from imgfeat.runs.train import TrainSummary, train_run
 

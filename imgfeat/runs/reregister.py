@@ -45,7 +45,9 @@ def reregister_run(cfg: ServeConfig) -> ReregisterSummary:
         tracking.set_tags({"train_run_id": train_run_id})
         logged = relog(model.local_dir, model.name)
         tracking.describe_version(
-            model.name, logged.version or "", f"{description}\n\nRe-registered from {source} with today's serving rules.",
+            model.name,
+            logged.version or "",
+            f"{description}\n\nRe-registered from {source} with today's serving rules.",
             {**version_tags, "reregistered_from": source},
         )
     return ReregisterSummary(source, f"models:/{model.name}/{logged.version}", run_id or "")

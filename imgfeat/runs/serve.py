@@ -9,7 +9,8 @@ parse arguments, or print (`on_ready` and `output` are the caller's).
 from __future__ import annotations
 
 import tempfile
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from imgfeat import tracking
 from imgfeat.config import ServeConfig
@@ -34,10 +35,10 @@ def serve_run(
     """
     from imgfeat import serving
 
-    require_model(cfg.model)
+    model = require_model(cfg.model)
     serving.check_port_free(cfg.host, cfg.port)
     uri = tracking.use_store(cfg.tracking)
-    concrete = tracking.registered_version(cfg.model)[2]
+    concrete = tracking.registered_version(model)[2]
     refuse_unguarded(concrete)
     policy = ServingPolicy(cfg.limits, cfg.paths)
     with serving.Server(
