@@ -250,92 +250,96 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _featurize_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import FeaturizeConfig as C
+@dataclass(frozen=True)
+class Key:
+    """A flag that sets a config key: `flag(parser, name, <config class>, key, metavar=, parse=)`."""
 
-    flag(p, "--input", C, "input", metavar="URI")
-    flag(p, "--table", C, "table", metavar="PATH")
-    flag(p, "--featurizer", C, "featurizer.name", metavar="NAME")
-    flag(p, "--weights", C, "featurizer.weights", metavar="WEIGHTS")
-    p.add_argument(
-        "--summary-json", metavar="PATH", help="also write the run summary (counts, version, model loads) as JSON"
-    )
+    name: str
+    key: str
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = None
 
 
-def _train_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import TrainConfig as C
+def config_keys(
+    config: str,
+    *keys: Key,
+    summary_json: str | None = None,
+    also: Callable[[argparse.ArgumentParser], None] = lambda p: None,
+) -> Callable[[argparse.ArgumentParser], None]:
+    """A command's flags: `flag` for each of `keys` (keys of `imgfeat.config.<config>`), then
+    `also`'s own flags, then `--summary-json` where the command writes what `summary_json` says.
 
-    flag(p, "--table", C, "table", metavar="PATH")
-    flag(p, "--version", C, "version", metavar="N")
-    flag(p, "--featurizers", C, "featurizers", metavar="NAMES", parse=_names)
+    Why: commands differ only in which keys they expose, so each is a row of data and one
+    loop makes the flags. `config` is a name: pydantic loads once a parser is built, not on import.
+    """
 
+    def add(p: argparse.ArgumentParser) -> None:
+        import imgfeat.config
 
-def _select_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import SelectConfig as C
+        cls = getattr(imgfeat.config, config)
+        for k in keys:
+            flag(p, k.name, cls, k.key, metavar=k.metavar, parse=k.parse)
+        also(p)
+        if summary_json:
+            p.add_argument("--summary-json", metavar="PATH", help=f"also write {summary_json} as JSON")
 
-    flag(p, "--input", C, "input", metavar="URI")
-    flag(p, "--table", C, "table", metavar="PATH")
-    flag(p, "--candidates", C, "candidates", metavar="NAMES")
-    flag(p, "--sample", C, "sample", metavar="N")
-
-
-def _finetune_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import FinetuneConfig as C
-
-    flag(p, "--input", C, "input", metavar="URI")
-    flag(p, "--model-name", C, "model_name", metavar="NAME")
-    p.add_argument(
-        "--summary-json", metavar="PATH", help="also write the run summary (counts, epochs, weights) as JSON"
-    )
-
-
-def _score_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import ScoreConfig as C
-
-    flag(p, "--model", C, "model", metavar="URI")
-    flag(p, "--input", C, "input", metavar="URI")
-    flag(p, "--output", C, "output", metavar="PATH")
-    flag(p, "--table", C, "table", metavar="PATH")
+    return add
 
 
-def _serve_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import ServeConfig as C
+_INPUT = Key("--input", "input", "URI")
+_TABLE = Key("--table", "table", "PATH")
+_MODEL = Key("--model", "model", "URI")
+_SAMPLE = Key("--sample", "sample", "N")
 
-    flag(p, "--model", C, "model", metavar="URI")
-    flag(p, "--host", C, "host", metavar="HOST")
-    flag(p, "--port", C, "port", metavar="PORT")
-    flag(p, "--workers", C, "workers", metavar="N")
-    flag(p, "--paths-root", C, "paths.root", metavar="DIR")
+_featurize_flags = config_keys(
+    "FeaturizeConfig",
+    _INPUT,
+    _TABLE,
+    Key("--featurizer", "featurizer.name", "NAME"),
+    Key("--weights", "featurizer.weights", "WEIGHTS"),
+    summary_json="the run summary (counts, version, model loads)",
+)
+_train_flags = config_keys(
+    "TrainConfig", _TABLE, Key("--version", "version", "N"), Key("--featurizers", "featurizers", "NAMES", _names)
+)
+_select_flags = config_keys("SelectConfig", _INPUT, _TABLE, Key("--candidates", "candidates", "NAMES"), _SAMPLE)
+_finetune_flags = config_keys(
+    "FinetuneConfig",
+    _INPUT,
+    Key("--model-name", "model_name", "NAME"),
+    summary_json="the run summary (counts, epochs, weights)",
+)
+_score_flags = config_keys("ScoreConfig", _MODEL, _INPUT, Key("--output", "output", "PATH"), _TABLE)
+_serve_flags = config_keys(
+    "ServeConfig",
+    _MODEL,
+    Key("--host", "host", "HOST"),
+    Key("--port", "port", "PORT"),
+    Key("--workers", "workers", "N"),
+    Key("--paths-root", "paths.root", "DIR"),
+)
+_reregister_flags = config_keys("ServeConfig", _MODEL)
+_insights_flags = config_keys(
+    "InsightsConfig", _MODEL, _TABLE, Key("--output", "output", "DIR"), _SAMPLE, Key("--projection", "projection")
+)
 
 
-def _reregister_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import ServeConfig as C
-
-    flag(p, "--model", C, "model", metavar="URI")
-
-
-def _insights_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import InsightsConfig as C
-
-    flag(p, "--model", C, "model", metavar="URI")
-    flag(p, "--table", C, "table", metavar="PATH")
-    flag(p, "--output", C, "output", metavar="DIR")
-    flag(p, "--sample", C, "sample", metavar="N")
-    flag(p, "--projection", C, "projection")
-
-
-def _nightly_flags(p: argparse.ArgumentParser) -> None:
-    from imgfeat.config import NightlyConfig as C
-
-    flag(p, "--input", C, "featurize.input", metavar="URI")
-    flag(p, "--table", C, "featurize.table", metavar="PATH")
+def _step_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--step",
         action="append",
         choices=["featurize", "train", "score"],
         help="run only this step (repeatable; default all three, in order)",
     )
-    p.add_argument("--summary-json", metavar="PATH", help="also write what each step did as JSON")
+
+
+_nightly_flags = config_keys(
+    "NightlyConfig",
+    Key("--input", "featurize.input", "URI"),
+    Key("--table", "featurize.table", "PATH"),
+    also=_step_flag,
+    summary_json="what each step did",
+)
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:

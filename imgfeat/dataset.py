@@ -83,8 +83,21 @@ def _config_specs(cfg: TrainConfig, resolved: Sequence[FeaturizerSpec] | None) -
 
 
 # ----------------------------------------------------------------------------- the one reader
+class CachedFrames:
+    """A reader's result holding frames it cached for its caller: `release` unpersists them.
+
+    Why: `Labeled` and `TrainingSet` both hand their caller the cache to free when done.
+    """
+
+    cached: tuple[DataFrame, ...]
+
+    def release(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+
+
 @dataclass
-class Labeled:
+class Labeled(CachedFrames):
     """A table version's labeled images with ok embeddings, as `read_labeled` reads them."""
 
     rows: DataFrame  # emb_0.., label, label_index, split, fold (+ tabular columns)
@@ -94,10 +107,6 @@ class Labeled:
     version: int
     column_types: dict[str, str]  # tabular column → MLflow type
     cached: tuple[DataFrame, ...] = ()  # what `release` unpersists
-
-    def release(self) -> None:
-        for frame in self.cached:
-            frame.unpersist()
 
 
 def read_labeled(
@@ -142,7 +151,7 @@ def read_labeled(
 
 
 @dataclass
-class TrainingSet:
+class TrainingSet(CachedFrames):
     """The rows a train run fits on, read once and checked (cached until `release`)."""
 
     rows: DataFrame  # `Labeled.rows`
@@ -151,10 +160,6 @@ class TrainingSet:
     counts: dict[str, int]  # rows: test, and each fold (fold_0, ...)
     version: int
     cached: tuple[DataFrame, ...]
-
-    def release(self) -> None:
-        for frame in self.cached:
-            frame.unpersist()
 
 
 def training_set(

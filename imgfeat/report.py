@@ -15,9 +15,12 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from imgfeat.insights import Insights
 
@@ -100,6 +103,19 @@ def _figure(path: str, uri: str, caption: str) -> str:
     name = html.escape(path.rsplit("/", 1)[-1])
     pic = f"<img src='{uri}' alt='{name}' title='{html.escape(path)}'/>" if uri else "<i>unreadable</i>"
     return f"<figure>{pic}<figcaption>{name}<br/>{html.escape(caption)}</figcaption></figure>"
+
+
+def _thumb(data: Insights, path: str, caption: str) -> str:
+    """A sampled image's figure, from its thumbnail (`unreadable` where there is none)."""
+    return _figure(path, data.thumbs.get(path, ""), caption)
+
+
+def _thumbs(data: Insights, rows: pd.DataFrame, caption: Callable[[Any], str]) -> str:
+    """The figures of `rows`' images (a `path` column), each captioned by `caption(row)`.
+
+    Why: the outliers and the wrong predictions list their images alike, but for the caption.
+    """
+    return "".join(_thumb(data, r.path, caption(r)) for r in rows.itertuples())
 
 
 # ------------------------------------------------------------------------ projection
@@ -224,10 +240,7 @@ def overlay_uri(image: np.ndarray, heat: np.ndarray, px: int = 160) -> str:
 # ---------------------------------------------------------------- outliers and pairs
 def _outliers(data: Insights) -> str:
     o = data.outliers
-    figs = "".join(
-        _figure(r.path, data.thumbs.get(r.path, ""), f"distance {r.score:.3f} · z {r.z:.1f}")
-        for r in o.top.itertuples()
-    )
+    figs = _thumbs(data, o.top, lambda r: f"distance {r.score:.3f} · z {r.z:.1f}")
     return (
         f"<p class='note'>Mean distance to the {o.k} nearest sampled images (unit embeddings); "
         f"{o.count} images above modified z-score {o.z_threshold:g} (median {o.median:.3f}, MAD {o.mad:.3f}). "
@@ -241,8 +254,8 @@ def _pairs(data: Insights) -> str:
     for r in data.pairs.itertuples():
         flags = " ".join(f for f, on in (("LEAK train↔test", r.leak), ("LABELS DIFFER", r.noise)) if on)
         cells.append(
-            f"<div class='pair'>{_figure(r.path_a, data.thumbs.get(r.path_a, ''), f'{r.label_a} · {r.split_a}')}"
-            f"{_figure(r.path_b, data.thumbs.get(r.path_b, ''), f'{r.label_b} · {r.split_b}')}"
+            f"<div class='pair'>{_thumb(data, r.path_a, f'{r.label_a} · {r.split_a}')}"
+            f"{_thumb(data, r.path_b, f'{r.label_b} · {r.split_b}')}"
             f"<div>cosine {r.cosine:.4f} <b class='bad'>{flags}</b></div></div>"
         )
     return (
@@ -264,10 +277,7 @@ def _errors(data: Insights) -> str:
             for j in range(len(classes))
         )
         rows.append(f"<tr><th>{html.escape(c)}</th>{cells}</tr>")
-    figs = "".join(
-        _figure(r.path, data.thumbs.get(r.path, ""), f"{r.label} → {classes[int(r.predicted)]} ({r.confidence:.2f})")
-        for r in data.errors.itertuples()
-    )
+    figs = _thumbs(data, data.errors, lambda r: f"{r.label} → {classes[int(r.predicted)]} ({r.confidence:.2f})")
     return (
         f"<p class='note'>Test split, {int(m.sum())} images, accuracy {data.accuracy:.3f}.</p>"
         f"<table class='heat'>{head}{''.join(rows)}</table>"

@@ -24,7 +24,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -35,6 +34,7 @@ from imgfeat.featurize import WorkerOptions
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.model import ImageModel, LoggedModel, load_image_model, log_model, model_booster, model_features
 from imgfeat.progress import Reporter
+from imgfeat.schema import table_schemas
 from imgfeat.sources import read_bytes
 
 #: Names this module exported before the served model moved to `imgfeat.model`.
@@ -54,25 +54,15 @@ __all__ = [
     "ship_model",
 ]
 
-_SCORES = (
-    ("path", T.StringType(), pa.string()),
-    ("content_sha256", T.StringType(), pa.string()),
-    ("model_name", T.StringType(), pa.string()),
-    ("model_version", T.StringType(), pa.string()),
-    ("prediction", T.DoubleType(), pa.float64()),
-    ("predicted_class", T.StringType(), pa.string()),
-    ("probabilities", T.MapType(T.StringType(), T.DoubleType()), pa.map_(pa.string(), pa.float64())),
-    ("status", T.StringType(), pa.string()),
-    ("error", T.StringType(), pa.string()),
-    ("featurized", T.BooleanType(), pa.bool_()),
-    ("novelty", T.DoubleType(), pa.float64()),
-    ("run_id", T.StringType(), pa.string()),
-    ("scored_at", T.TimestampType(), pa.timestamp("us", tz="UTC")),
+_, _SCORES_SPARK, _SCORES_ARROW = table_schemas(
+    "path string, content_sha256 string, model_name string, model_version string, prediction double, "
+    "predicted_class string, probabilities map<string,double>, status string, error string, "
+    "featurized boolean, novelty double, run_id string, scored_at timestamp"
 )
 #: The scores table: one row per (path, model_name, model_version), partitioned by model.
 SCORES = delta.Contract(
-    spark_schema=T.StructType([T.StructField(n, s, True) for n, s, _ in _SCORES]),
-    arrow_schema=pa.schema([pa.field(n, a, True) for n, _, a in _SCORES]),
+    spark_schema=_SCORES_SPARK,
+    arrow_schema=_SCORES_ARROW,
     key=("path", "model_name", "model_version"),
     partition_by=("model_name",),
 )

@@ -18,8 +18,8 @@ import math
 import operator
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar, cast
 
 import timm
 from timm.data import resolve_data_config
@@ -79,8 +79,9 @@ _GRAYSCALE_PREPROCESSING = Preprocessing(16, 16, "bilinear", (0.0, 0.0, 0.0), (1
 
 
 @dataclass(frozen=True)
-class FeaturizerInfo:
-    """One row of `imgfeat featurizers`.
+class FeaturizerInfo(Preprocessing):
+    """One row of `imgfeat featurizers`: an entry's default preprocessing (the `Preprocessing`
+    fields, inherited) and its weights.
 
     `offline` is the weights source that works without network access here
     (an installed package, or ``none`` when no weights are needed), `online` the
@@ -90,14 +91,13 @@ class FeaturizerInfo:
     name: str
     arch: str
     dim: int | None  # None: known once the network is built (the registry entry leaves it open)
-    input_size: int
-    resize_size: int
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     default_weights: str
     offline: str
     online: str
+
+
+#: What `_described` builds: a spec, or a row of `imgfeat featurizers`.
+_Described = TypeVar("_Described", FeaturizerSpec, FeaturizerInfo)
 
 
 def resolve_featurizer(
@@ -158,15 +158,11 @@ def list_featurizers() -> list[FeaturizerInfo]:
         else:
             prep, offline = _preprocessing(entry, wts.resolve_hub("hub", entry.arch)), ""
         rows.append(
-            FeaturizerInfo(
-                name=entry.name,
-                arch=entry.arch,
+            _described(
+                FeaturizerInfo,
+                entry,
+                prep,
                 dim=entry.dim,
-                input_size=prep.input_size,
-                resize_size=prep.resize_size,
-                interpolation=prep.interpolation,
-                mean=prep.mean,
-                std=prep.std,
                 default_weights=entry.default_weights,
                 offline=offline,
                 online=online,
@@ -313,18 +309,18 @@ def _grayscale_spec(
     return _spec(entry, prep, dim=entry.dim, weights="none", weights_sha256=None, fold_bn=bool(fold_bn))
 
 
+def _described(cls: type[_Described], entry: RegistryEntry, prep: Preprocessing, **rest: Any) -> _Described:
+    """`entry`'s spec or listing row (`cls`) with `prep`'s preprocessing; `rest` the other fields.
+
+    Why: a spec and an `imgfeat featurizers` row name an entry and its preprocessing alike,
+    so one builder copies those fields for both.
+    """
+    return cls(name=entry.name, arch=entry.arch, **asdict(prep), **rest)
+
+
 def _spec(entry: RegistryEntry, prep: Preprocessing, **rest: Any) -> FeaturizerSpec:
     """`entry`'s spec with `prep`'s preprocessing; `rest` the other fields (dim, weights, ...)."""
-    return FeaturizerSpec(
-        name=entry.name,
-        arch=entry.arch,
-        input_size=prep.input_size,
-        resize_size=prep.resize_size,
-        interpolation=prep.interpolation,
-        mean=prep.mean,
-        std=prep.std,
-        **rest,
-    )
+    return _described(FeaturizerSpec, entry, prep, **rest)
 
 
 def _hub_source(arch: str) -> str:

@@ -1,7 +1,8 @@
 """What several job modules of `imgfeat.runs` share: the checks and errors written once,
 the worker options built once, the featurizer resolved for a job, what a run records.
 
-Owns: the "no input" / "no model" / "no images" errors, `WorkerOptions` built
+Owns: what run summaries derive and log alike (`CountedRun`, `registered_where`,
+`log_written_table`), the "no input" / "no model" / "no images" errors, `WorkerOptions` built
 from a job's config (`worker_options`), pointing MLflow at a run's store when
 weights come from it (`use_store_for`), resolving a featurizer and its runtime
 on the driver (`featurizer_spec`, `featurizer_runtime`, `verification_photos`),
@@ -14,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from imgfeat import sources, tracking
+from imgfeat import delta, sources, tracking
 from imgfeat.config import FeaturizeConfig, FeaturizerConfig, ReadConfig, SparkConfig, TrackingConfig, dump_config
 from imgfeat.cv import Scores
 from imgfeat.decode import decode_image
@@ -26,6 +27,55 @@ from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import is_mlflow_uri
 from imgfeat.featurizers.resolve import resolve_spec
 from imgfeat.featurizers.runtime import RuntimeChoice, choose_runtime
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class CountedRun:
+    """What a run summary derives from its `counts` (images by status) and `seconds`.
+
+    Why: the featurize and score summaries count, time and list their images alike.
+    """
+
+    counts: dict[str, int]
+    seconds: float
+    version: int | None  # the table version the run wrote
+
+    @property
+    def images(self) -> int:
+        """The images the run counted, whatever their status."""
+        return sum(self.counts.values())
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+    def by_status(self, none: str) -> str:
+        """`counts` as a summary line shows them (`bad 1, ok 9`); `none` where there are none."""
+        return ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or none
+
+    def counted_metrics(self, version_key: str) -> dict[str, Any]:
+        """The MLflow metrics every counted run logs beside its own: seconds, images per second,
+        the table version it wrote (as `version_key`) and a `count_<status>` per status."""
+        return {
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            **({version_key: self.version} if self.version is not None else {}),
+            **{f"count_{k}": v for k, v in self.counts.items()},
+        }
+
+
+def log_written_table(spark: SparkSession, table: str, version: int, context: str, contract: delta.Contract) -> None:
+    """Record the table version a run wrote as its MLflow dataset (`context`), with its rows and schema."""
+    rows = delta.row_count(spark, table, version)
+    tracking.log_table_input(table, version, context, rows=rows, schema=contract.spark_schema)
+
+
+def registered_where(kind: str, name: str | None, version: str | None, otherwise: str) -> str:
+    """Where a run's model went, as its summary line says it: `<kind> NAME version V` when the
+    run registered a version, else `otherwise` (a checkpoint, an unregistered model, not kept)."""
+    return f"{kind} {name} version {version}" if version else otherwise
 
 
 def require_input(given: str | None) -> str:

@@ -23,11 +23,13 @@ from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing, ship_g
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.runtime import RuntimeChoice
 from imgfeat.runs._shared import (
+    CountedRun,
     bad_count,
     config_sha256,
     featurizer_runtime,
     featurizer_spec,
     library_versions,
+    log_written_table,
     no_images,
     require_input,
     worker_options,
@@ -38,7 +40,7 @@ log = logging.getLogger("imgfeat")
 
 
 @dataclass
-class FeaturizeSummary:
+class FeaturizeSummary(CountedRun):
     """What a featurize run did; `line()` is the one-line summary users see."""
 
     run_id: str
@@ -59,14 +61,11 @@ class FeaturizeSummary:
 
     @property
     def featurized(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def images_per_second(self) -> float:
-        return self.featurized / self.seconds if self.seconds > 0 else 0.0
+        """The images this run featurized: every one it counted."""
+        return self.images
 
     def line(self) -> str:
-        by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing new"
+        by_status = self.by_status("nothing new")
         landed = f"version {self.version}" if self.committed else f"unchanged at version {self.version}"
         return (
             f"featurize: {self.featurized} images ({by_status}); {self.skipped} unchanged skipped; "
@@ -121,21 +120,12 @@ def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: Featuri
             "listed": summary.listed,
             "skipped": summary.skipped,
             "featurized": summary.featurized,
-            "seconds": summary.seconds,
-            "images_per_second": summary.images_per_second,
-            **({"table_version": summary.version} if summary.version is not None else {}),
-            **{f"count_{k}": v for k, v in summary.counts.items()},
+            **summary.counted_metrics("table_version"),
         }
     )
     if summary.version is not None:
         tracking.name_run(f"featurize {summary.featurizer} v{summary.version}")
-        tracking.log_table_input(
-            cfg.table,
-            summary.version,
-            "featurization",
-            rows=delta.row_count(spark, cfg.table, summary.version),
-            schema=delta.EMBEDDINGS.spark_schema,
-        )
+        log_written_table(spark, cfg.table, summary.version, "featurization", delta.EMBEDDINGS)
     tracking.log_params({"runtime": summary.runtime})
 
 

@@ -22,7 +22,7 @@ from imgfeat.config import FinetuneConfig, dump_config
 from imgfeat.errors import ConfigError
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.resolve import resolve_spec
-from imgfeat.runs._shared import no_images, require_input, use_store_for
+from imgfeat.runs._shared import no_images, registered_where, require_input, use_store_for
 from imgfeat.session import get_spark
 
 log = logging.getLogger("imgfeat")
@@ -59,11 +59,8 @@ class FinetuneSummary:
             f"finetune: {self.featurizer} ({self.task}) on {c['train']} train images, {c['validation']} validation "
             f"({c['test_held_out']} test held out, {c['unlabeled']} unlabeled, {skipped} skipped); {self.seconds:.1f} s"
         )
-        where = (
-            f"registered {self.model_name} version {self.model_version}"
-            if self.model_version
-            else (f"checkpoint {self.output}" if self.output else "not kept")
-        )
+        kept = f"checkpoint {self.output}" if self.output else "not kept"
+        where = registered_where("registered", self.model_name, self.model_version, kept)
         return [
             head,
             (

@@ -21,7 +21,7 @@ from imgfeat import delta, progress, sources, tracking
 from imgfeat.config import ScoreConfig, dump_config
 from imgfeat.dataset import join_columns, read_source
 from imgfeat.errors import InputError
-from imgfeat.runs._shared import bad_count, require_input, require_model, worker_options
+from imgfeat.runs._shared import CountedRun, bad_count, log_written_table, require_input, require_model, worker_options
 from imgfeat.session import get_spark
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ScoreSummary:
+class ScoreSummary(CountedRun):
     """What a score run did; `line()` is the one-line summary users see."""
 
     run_id: str
@@ -45,16 +45,8 @@ class ScoreSummary:
     novel: int = 0  # ok images with novelty >= novelty_threshold
     novelty_threshold: float = 99.0
 
-    @property
-    def images(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
-
     def line(self) -> str:
-        by_status = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none"
+        by_status = self.by_status("none")
         return (
             f"score: {self.images} images ({by_status}) with {self.model_name} version {self.model_version}; "
             f"{self.reused} embeddings reused, {self.featurized} images featurized; "
@@ -103,13 +95,7 @@ def _track_score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, su
     from imgfeat import scoring
 
     if summary.version is not None:
-        tracking.log_table_input(
-            cfg.output,
-            summary.version,
-            "scoring",
-            rows=delta.row_count(spark, cfg.output, summary.version),
-            schema=scoring.SCORES.spark_schema,
-        )
+        log_written_table(spark, cfg.output, summary.version, "scoring", scoring.SCORES)
     tracking.log_params(dump_config(cfg))
     tracking.set_tags(
         {
@@ -126,10 +112,7 @@ def _track_score(cfg: ScoreConfig, model: ResolvedModel, spark: SparkSession, su
             "featurized": summary.featurized,
             "reused": summary.reused,
             "novel": summary.novel,
-            "seconds": summary.seconds,
-            "images_per_second": summary.images_per_second,
-            **({"scores_version": summary.version} if summary.version is not None else {}),
-            **{f"count_{k}": v for k, v in summary.counts.items()},
+            **summary.counted_metrics("scores_version"),
         }
     )
 
@@ -161,7 +144,12 @@ def _score_listed(
         by_source = delta.staged_counts(staged, "status", "featurized")
         counts = {s: sum(n for (t, _), n in by_source.items() if t == s) for s, _ in by_source}
         shown.set(sum(counts.values()), bad_count(counts))
-    featurized = sum(n for (_, f), n in by_source.items() if f)
+    # What the commit records and the summary reports: the same numbers, counted once.
+    tallies = {
+        "counts": counts,
+        "featurized": sum(n for (_, f), n in by_source.items() if f),
+        "reused": by_source.get(("ok", False), 0),
+    }
     novel = delta.staged_at_least(staged, "novelty", cfg.novelty_threshold)
     result = delta.commit(
         spark,
@@ -169,13 +157,7 @@ def _score_listed(
         cfg.output,
         model.name,
         run_id,
-        {
-            "model": model.uri,
-            "model_version": model.version,
-            "counts": counts,
-            "featurized": featurized,
-            "reused": by_source.get(("ok", False), 0),
-        },
+        {"model": model.uri, "model_version": model.version, **tallies},
         contract=scoring.SCORES,
     )
     return ScoreSummary(
@@ -183,9 +165,7 @@ def _score_listed(
         output=cfg.output,
         model_name=model.name,
         model_version=model.version,
-        counts=counts,
-        featurized=featurized,
-        reused=by_source.get(("ok", False), 0),
+        **tallies,
         version=result.version,
         committed=result.committed,
         novel=novel,

@@ -23,7 +23,7 @@ from imgfeat.config import TrainConfig, dump_config
 from imgfeat.errors import InputError
 from imgfeat.featurizers.resolve import resolve_spec
 from imgfeat.featurizers.runtime import RuntimeChoice
-from imgfeat.runs._shared import cv_metrics, featurizer_runtime, log_fold_metrics, use_store_for
+from imgfeat.runs._shared import cv_metrics, featurizer_runtime, log_fold_metrics, registered_where, use_store_for
 from imgfeat.session import get_spark
 from imgfeat.train import TrainResult
 from imgfeat.train import train as train_model
@@ -51,11 +51,8 @@ class TrainSummary:
             f"of {min(folds)}-{max(folds)}, {r.counts['test']} test); {r.rounds} rounds picked by the folds, "
             f"refit on all {sum(folds)}; fold fits {r.fold_seconds:.1f} s, {r.parallel} at once; {r.seconds:.1f} s"
         )
-        where = (
-            f"model {self.model_name} version {self.model_version}"
-            if self.model_version
-            else (f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)")
-        )
+        logged = f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
+        where = registered_where("model", self.model_name, self.model_version, logged)
         where += f" (alias {self.alias})" if self.alias else ""
         return [head, *r.lines(), f"{where}; MLflow run {self.run_id}"]
 
