@@ -1,7 +1,7 @@
 """Activation maps: which regions of an image drove the model's prediction.
 
 Owns: `ShapCAM`, the class activation map of an XGBoost model on pooled CNN
-features (README "Insights" derives it): the featurizer's last feature map
+features (docs/insights.md derives it): the featurizer's last feature map
 A (C×h×w, before pooling), each channel's SHAP contribution phi_c to the
 predicted class's margin (xgboost `pred_contribs`), spread over the map by
 the channel's pooling shares s_c(ij) (`pool_shares`: for avg pooling

@@ -175,7 +175,7 @@ def near_duplicates(units: DataFrame, threshold: float, bits: int, tables: int, 
     through the mean vector (SimHash of the centred vector); pairs sharing any
     key are compared exactly. A pair at cosine c shares one key with probability
     (1 - angle/pi)^bits, and is missed with probability (1 - that)^tables
-    (README "Insights"). Only paths and the pair's two vectors move; nothing is
+    (docs/insights.md). Only paths and the pair's two vectors move; nothing is
     collected but one mean vector.
     """
     mean = _mean(units)

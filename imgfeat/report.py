@@ -218,7 +218,7 @@ def _maps(data: Insights) -> str:
     ]
     return (
         "<p class='note'>Bright = regions whose feature-map activations carry the SHAP contribution to the "
-        "predicted class (README, Insights).</p>" + "".join(figs)
+        "predicted class (docs/insights.md).</p>" + "".join(figs)
     )
 
 

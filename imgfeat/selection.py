@@ -11,7 +11,7 @@ normal featurize and train paths, as the `trial` it hands to `measure`). Named `
 design's `select.py`: a module `select` beside `cli.py` would shadow the
 standard library's `select` whenever a file in this folder runs as a script.
 
-The rule, stated once (the README quotes it): the candidate with the best
+The rule, stated once (docs/select.md quotes it): the candidate with the best
 cross-validated mean of the task's primary metric (accuracy; R² for
 regression) sets the bar; every candidate whose mean is within one standard
 deviation (across folds) of it is as good; of those, the cheapest featurize

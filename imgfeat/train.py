@@ -51,7 +51,7 @@ log = logging.getLogger("imgfeat")
 #: imgfeat's defaults for the `xgboost:` mapping (any xgboost.spark param overrides them).
 #: `n_estimators` is the most rounds; the folds' validation curves pick how many the
 #: refit uses, stopping `early_stopping_rounds` after the mean curve's best.
-#: Chosen for wide, correlated embeddings and hundreds to thousands of rows (README,
+#: Chosen for wide, correlated embeddings and hundreds to thousands of rows (bench/README.md,
 #: "XGBoost defaults", measured on two real sets): a slower rate with row and strong
 #: column subsampling, so no single dimension of 1,280 near-duplicates carries a tree.
 XGB_DEFAULTS: dict[str, Any] = {
