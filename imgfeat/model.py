@@ -47,7 +47,7 @@ from imgfeat.featurizers.runtime import prefer_graph
 from imgfeat.featurizers.weights import read_verified, source_kind
 from imgfeat.inference import Prepared, WorkerOptions, cached_featurizer, pick_device, pipelined, prepare_bytes
 from imgfeat.novelty import NoveltyReference
-from imgfeat.served_input import NO_IMAGE, Refused, ServingPolicy, served_message
+from imgfeat.served_input import NO_IMAGE, PATHS_OFF, Refused, ServingPolicy, served_message
 
 if TYPE_CHECKING:
     from imgfeat.train import TrainResult
@@ -273,7 +273,7 @@ def _prepare_read(path: str, read: Reader | None, model: Featurizer, max_pixels:
     """Read a `path` row (in the decode pool), then decode it; never raises."""
     try:
         if read is None:
-            raise Refused(Status.READ_ERROR, ServingPolicy().paths.root or "path input is off")
+            raise Refused(Status.READ_ERROR, PATHS_OFF)  # no reader given: paths are off
         data = read(path)
     except Refused as refused:
         return _refusal(refused)()
