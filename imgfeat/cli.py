@@ -509,6 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _executor_lacks(exc: Exception) -> ImgfeatError | None:
+    """A Spark job that failed on an executor's missing module, as a user error (`imgfeat.session`);
+    looked for only once a Spark job could have run (pyspark imported)."""
+    if "pyspark" not in sys.modules:
+        return None
+    from imgfeat.session import executor_error
+
+    return executor_error(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -527,7 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgfeat: interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as exc:
+        lacking = _executor_lacks(exc)
+        if lacking is not None and not args.debug:
+            print(f"imgfeat: error: {lacking}", file=sys.stderr)  # not a worker's 80-line traceback
+            return lacking.exit_code
         where = console.log_path()
         if where is not None and where.exists():
             print(f"imgfeat: Spark, MLflow and XGBoost logs of this run: {where}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """spark-submit on a real Spark standalone cluster (master + 2 workers on 127.0.0.1).
 
-The library travels the way a user ships it: the wheel, under a `.zip` name,
-via `--py-files`. Driver and executors run a Python environment that has the
+The library travels the way a user ships it: a zip of the package via
+`--py-files`, or shipped by the `imgfeat` CLI itself (`imgfeat.session.ship_package`). Driver and executors run a Python environment that has the
 dependencies (torch, pyspark, ...) but NOT imgfeat, so the job only works if
 the shipped archive reaches every executor's `sys.path`.
 """
@@ -25,6 +25,7 @@ from deltalake import DeltaTable
 from imgfeat.config import FeaturizeConfig, load_config
 from imgfeat.dev.samples import write_labeled_photos
 from imgfeat.runs import featurize_run
+from imgfeat.session import package_zip
 from scripts.cluster import Cluster, down, spark_home, up
 
 pytestmark = pytest.mark.slow
@@ -51,21 +52,16 @@ def cluster(tmp_path_factory) -> Cluster:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory) -> dict[str, Path]:
-    """The wheel as a `--py-files` zip, and a Python env with the deps but not imgfeat.
+    """imgfeat as a `--py-files` zip (`imgfeat.session.package_zip`: the package and its
+    METADATA, as a wheel holds them), and a Python env with the deps but not imgfeat.
 
-    pyspark puts only `.zip`, `.egg` and `.jar` py-files on executors' sys.path
-    (`SparkContext.PACKAGE_EXTENSIONS`), so the pure-Python wheel ships under a
-    `.zip` name. The env is a bare venv whose one `.pth` line points at this
+    The env is a bare venv whose one `.pth` line points at this
     venv's site-packages; site-packages' own `.pth` files (the editable install
     of imgfeat among them) are not processed there.
     """
     root = tmp_path_factory.mktemp("ship")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", ".", "-w", str(root / "dist")],
-        cwd=REPO, check=True,
-    )
-    (wheel,) = (root / "dist").glob("imgfeat-*.whl")
-    pyfiles = shutil.copy(wheel, root / "dist" / "imgfeat.zip")
+    (root / "dist").mkdir()
+    pyfiles = shutil.copy(package_zip(), root / "dist" / "imgfeat.zip")  # what the CLI ships itself
     env = root / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "torch").is_dir())
@@ -207,3 +203,32 @@ def test_spark_submit_featurize_then_train_on_standalone_cluster(cluster, shippe
     assert run.data.tags["imgfeat.embeddings_table"] == str(cluster_table)
     assert run.data.tags["imgfeat.embeddings_version"] == "0"
     assert run.data.metrics["xgboost.test_accuracy"] > 1 / 3  # three balanced classes
+
+
+def test_cli_featurize_reaches_the_cluster_without_pyspark_env(cluster, shipped, tmp_path):
+    """`imgfeat featurize --set spark.master=spark://...` from a shell with no PYSPARK_* variable:
+    the CLI reads `spark.pyspark.python` from its config and ships imgfeat itself to
+    executors whose Python (the deps-only env) lacks it."""
+    images = write_labeled_photos(tmp_path / "images", per_class=2)
+    n = len(list(images.rglob("*.jpg")))
+    table = tmp_path / "emb"
+    conf = {
+        "spark.pyspark.python": str(shipped["python"]),
+        "spark.executor.memory": "1g",
+        "spark.scheduler.minRegisteredResourcesRatio": "1.0",
+        "spark.locality.wait": "0s",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("imgfeat")), "featurize", "--input", str(images), "--table", str(table),
+         "--set", f"spark.master={cluster.master_url}", "--set", f"spark.conf={json.dumps(conf)}",
+         "--set", "tracking.enabled=false", "--summary-json", str(tmp_path / "summary.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _table(table)
+    assert len(rows) == n and {r["status"] for r in rows.values()} == {"ok"}
+    assert all(len(r["embedding"]) == r["dim"] > 0 for r in rows.values())
+    # Executors ran the deps-only Python, so they imported imgfeat from the zip the CLI shipped.
+    shipped_to = [z for work in cluster.worker_dirs() for z in work.glob("app-*/*/imgfeat-*.zip")]
+    assert shipped_to and len({z.name for z in shipped_to}) == 1  # one zip, built once for the run
