@@ -1,13 +1,12 @@
 """Cross-validation on Spark: which images are held out, fold fits side by side, scores as mean ± std.
 
-Owns: an image's place in the evaluation (`split_column`: the held-out test
-share; `fold_column`: one of k folds for the rest; both from one hash of
-(split.seed, content_sha256), so byte-identical copies always land together),
-running one fit per fold from driver threads (Spark runs their jobs at once
-when it has free task slots), picking a booster's number of rounds from the
-folds' validation curves, and the metrics with their spread across folds.
-Must not: know featurizers, labels or MLflow (`train` and `runs` do), or
-collect features to the driver (only labels and predictions come back).
+Owns: an image's place in the evaluation (`with_split`: groups of copies, byte-identical
+or perceptual-hash neighbours, each wholly in the held-out test share or in one of k
+folds, stratified by label), running one fit per fold from driver threads (Spark runs
+their jobs at once when it has free task slots), picking a booster's number of rounds
+from the folds' validation curves, and the metrics with their spread across folds.
+Must not: know featurizers, label names or MLflow (`train` and `runs` do), or collect
+features to the driver (only labels, predictions and near-copy edges come back).
 """
 
 from __future__ import annotations
@@ -19,37 +18,78 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from imgfeat import nearcopy
 from imgfeat.config import SplitConfig
 
-LABEL, SPLIT, FOLD = "label_index", "split", "fold"
+LABEL, SPLIT, FOLD, GROUP = "label_index", "split", "fold", "copy_group"
+#: Recorded with every split (MLflow param `split_version`): 2 = groups of copies, stratified;
+#: 1 (before) = a hash of each image's bytes alone. A table's splits changed once, with 2.
+SPLIT_VERSION = 2
 #: xgboost eval metrics that improve upwards (the rest: losses and errors, downwards).
 _MAXIMIZED = ("auc", "aucpr", "ndcg", "map", "pre")
 
 T = TypeVar("T")
 
 
-def _unit(split: SplitConfig) -> Column:
-    """A uniform number in [0, 1) per image content: the one hash both columns read."""
-    return F.pmod(F.xxhash64(F.lit(split.seed), F.col("content_sha256")), F.lit(1_000_000)) / 1_000_000
+def with_split(rows: DataFrame, split: SplitConfig, stratify: bool) -> DataFrame:
+    """`rows` (`content_sha256`, `LABEL`, `phash` if the table has it) + `GROUP`, `SPLIT`
+    (`test` or `train`) and `FOLD` (0 .. folds-1; null in test).
 
-
-def split_column(split: SplitConfig) -> Column:
-    """`test` for the held-out share, `train` for the rest (the rows the folds divide)."""
-    return F.when(_unit(split) < split.test, "test").otherwise("train")
-
-
-def fold_column(split: SplitConfig) -> Column:
-    """The fold (0 .. folds-1) of a non-test image; null for a test image.
-
-    The non-test part of the same hash, cut into `folds` equal ranges: the
-    same bytes are in the same fold whatever their path or row order.
+    A group is a connected component of copies: the same bytes, or perceptual hashes within
+    `split.near_copy_distance` bits (`nearcopy`); the whole group is in test or in one fold,
+    so a resized or re-encoded copy never sits on the other side of its original. Groups
+    are ordered by a hash of (seed, group) within their stratum (the smallest label of the
+    group when `stratify`, else one stratum), the order is rotated by a hash of the stratum,
+    and each group goes where the middle of its images falls: the first `split.test` of the
+    stratum's images to test, then consecutive equal shares of the rest to the folds. Per
+    class, test and every fold get their proportional share within one image where the
+    groups are single images (a group is never cut, so large groups shift the cuts).
+    Deterministic for the same rows and seed; adding images can move others (unlike a
+    per-image hash). Rows without a `phash` group by their bytes only.
     """
-    u = _unit(split)
-    share = (u - split.test) / (1 - split.test)
-    return F.when(u >= split.test, F.least(F.floor(share * split.folds), F.lit(split.folds - 1)).cast("int"))
+    spark = rows.sparkSession
+    edges = []
+    if "phash" in rows.columns:
+        pairs = nearcopy.near_pairs(rows, "content_sha256", split.near_copy_distance)
+        edges = [(r[0], r[1]) for r in pairs.select("content_sha256_a", "content_sha256_b").collect()]
+    roots = nearcopy.components(edges)
+    grouped = rows.withColumn(GROUP, F.col("content_sha256"))
+    if roots:
+        mapping = spark.createDataFrame(sorted(roots.items()), "content_sha256 string, _root string")
+        grouped = (
+            rows.join(F.broadcast(mapping), "content_sha256", "left")
+            .withColumn(GROUP, F.coalesce("_root", "content_sha256"))
+            .drop("_root")
+        )
+    stratum = F.min(LABEL).cast("string") if stratify else F.lit("")
+    groups = grouped.groupBy(GROUP).agg(F.count(F.lit(1)).alias("_n"), stratum.alias("_stratum"))
+    placed = groups.withColumn(SPLIT, F.when(_position(split.seed) < split.test, "test").otherwise("train"))
+    rest = placed.where(F.col(SPLIT) == "train")
+    folds = rest.select(
+        GROUP, F.least(F.floor(_position(split.seed) * split.folds), F.lit(split.folds - 1)).cast("int").alias(FOLD)
+    )
+    assigned = placed.join(folds, GROUP, "left").select(GROUP, SPLIT, FOLD)
+    return grouped.join(assigned, GROUP)
+
+
+def _position(seed: int) -> Column:
+    """Where the middle of a group's images falls in its stratum, in [0, 1): groups in
+    (seed, group)-hash order, rotated by a hash of (seed, stratum) so the strata's
+    rounding does not favour the same folds."""
+    order = Window.partitionBy("_stratum").orderBy(F.xxhash64(F.lit(seed), F.col(GROUP)), GROUP)
+    end = F.sum("_n").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    total = F.sum("_n").over(Window.partitionBy("_stratum"))
+    turn = F.pmod(F.xxhash64(F.lit(seed), F.col("_stratum")), F.lit(1_000_000)) / 1_000_000
+    return F.pmod((end - F.col("_n") / 2) / total + turn, F.lit(1.0))
+
+
+def grouped_images(rows: DataFrame) -> int:
+    """Images of `with_split`'s rows that share their group with another image."""
+    sizes = rows.groupBy(GROUP).count().where(F.col("count") > 1)
+    return int(sizes.agg(F.sum("count")).first()[0] or 0)
 
 
 @dataclass

@@ -87,7 +87,7 @@ def plan(spark: SparkSession, cfg: FinetuneConfig, listing: DataFrame, listed: i
     opts = WorkerOptions(batch_size=256, max_pixels=cfg.read.max_pixels, decode_threads=cfg.read.decode_threads)
     checked = featurize_listing(
         listing, resolve_featurizer(CHECKER), opts, files_per_partition=cfg.read.files_per_partition, count=listed
-    ).select("path", "content_sha256", "status", "error")
+    ).select("path", "content_sha256", "phash", "status", "error")
     rows = with_labels(spark, checked, cfg.labels).cache()
     try:
         by_status = {s: int(n) for s, n in rows.groupBy("status").count().collect()}

@@ -3,7 +3,9 @@
 Owns (cleanvision's shape: each computation scores rows and returns a table;
 `imgfeat.report` only renders them): the deterministic sample's (`dataset.sample`) 2-D
 projection, the model's predictions on its own table, outliers (distance to
-the k nearest sampled images), near-duplicate pairs (random-hyperplane
+the k nearest sampled images), three kinds of duplicate pairs kept apart
+(`duplicate_pairs`: exact copies by content hash, near-copies by perceptual
+hash via `imgfeat.nearcopy`, semantic look-alikes by random-hyperplane
 blocking + exact cosine, in Spark: no embedding is collected), errors by
 class, novelty of the test split against the model's reference, and
 thumbnails (made on the workers). Must not: render HTML, log to MLflow, or
@@ -27,6 +29,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from imgfeat import nearcopy
 from imgfeat.dataset import sample, with_features
 from imgfeat.decode import decode_image
 from imgfeat.features import FeatureSpec
@@ -235,6 +238,58 @@ def _mean(units: DataFrame) -> np.ndarray:
     return (np.sum([r["total"] for r in parts], axis=0) / max(n, 1)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """One kind of duplicate pairs: how many, how many straddle test, how many disagree on labels,
+    and the pairs shown (path_a, path_b, the kind's score column, split_a/b, label_a/b, leak, noise)."""
+
+    count: int
+    leaking: int
+    label_noise: int
+    shown: pd.DataFrame
+
+
+#: Kinds of duplicate pairs, in the report's order → (title, score column, is higher closer).
+PAIR_KINDS = {
+    "exact_copies": ("Exact copies (same bytes)", "distance", False),
+    "near_copies": ("Near-copies (perceptual hash)", "distance", False),
+    "lookalikes": ("Semantic look-alikes (embedding cosine)", "cosine", True),
+}
+
+
+def duplicate_pairs(rows: DataFrame, units: DataFrame, cfg: Any, distance: int) -> dict[str, Pairs]:
+    """The three kinds of `PAIR_KINDS`, each pair in one kind only: byte-identical pairs; other
+    pairs with perceptual hashes within `distance` bits; other pairs at embedding cosine >=
+    `cfg.near_duplicates.threshold` (`near_duplicates`). `rows`: path, content_sha256, phash,
+    split, label; `cfg`: the `InsightsConfig`."""
+    nd, key = cfg.near_duplicates, ["path_a", "path_b"]
+    exact = nearcopy.exact_pairs(rows, "path").withColumn("distance", F.lit(0)).cache()
+    near = nearcopy.near_pairs(rows, "path", distance).join(exact, key, "left_anti").cache()
+    cosine = near_duplicates(units, nd.threshold, nd.bits, nd.tables, cfg.seed)
+    found = {"exact_copies": exact, "near_copies": near, "lookalikes": cosine.join(near.select(*key), key, "left_anti")}
+    try:
+        return {kind: _summarise(classify_pairs(found[kind], rows), kind, nd.show) for kind in PAIR_KINDS}
+    finally:
+        exact.unpersist()
+        near.unpersist()
+
+
+def _summarise(pairs: DataFrame, kind: str, show: int) -> Pairs:
+    """Counts of one kind's pairs, and the `show` most telling (leaks, then label noise, then closest)."""
+    score, higher = PAIR_KINDS[kind][1:]
+    pairs = pairs.cache()
+    try:
+        counts = pairs.agg(
+            F.count(F.lit(1)), F.sum(F.col("leak").cast("int")), F.sum(F.col("noise").cast("int"))
+        ).first()
+        assert counts is not None  # a global aggregate has one row
+        closest = F.desc(score) if higher else F.asc(score)
+        shown = pairs.orderBy(F.desc("leak"), F.desc("noise"), closest, "path_a", "path_b").limit(show).toPandas()
+    finally:
+        pairs.unpersist()
+    return Pairs(int(counts[0]), int(counts[1] or 0), int(counts[2] or 0), shown)
+
+
 def classify_pairs(pairs: DataFrame, rows: DataFrame) -> DataFrame:
     """`pairs` + split and label of each side, `leak` (one side in test, the other not)
     and `noise` (different labels)."""
@@ -348,8 +403,7 @@ class Insights:
     classes: tuple[str, ...]
     points: pd.DataFrame  # path, x, y, label, split, predicted_class, confidence, wrong
     outliers: Outliers
-    pairs: pd.DataFrame  # the shown pairs: path_a, path_b, cosine, split_a/b, label_a/b, leak, noise
-    pair_counts: dict[str, int]  # near_duplicates, leaking, label_noise
+    pairs: dict[str, Pairs]  # by kind (`PAIR_KINDS`): exact copies, near-copies, semantic look-alikes
     confusion: np.ndarray
     errors: pd.DataFrame
     maps: list[ActivationMap]
@@ -378,11 +432,13 @@ def analyse(
     n_sample: int,
     about: dict[str, str],
     trunk: Callable[[], Any] | None = None,
+    near_copy_distance: int = 8,
 ) -> Insights:
     """Compute every section from `rows` (`dataset.read_labeled`) and `statuses`
     (path, status, error of the same featurizer(s), bad rows included); `trunk`
     builds the first featurizer's torch network when the model scores without
-    it (an ONNX graph), for the activation maps."""
+    it (an ONNX graph), for the activation maps; `near_copy_distance`: the
+    model's `split.near_copy_distance`, so the report's near-copies are the split's."""
     emb = [f"emb_{i}" for i in range(len(features.featurizers))]
     classes = features.classes
     counts = {r["status"]: int(r["count"]) for r in statuses.groupBy("status").count().collect()}
@@ -413,19 +469,7 @@ def analyse(
             wrong=(picked["split"] == "test") & (picked["predicted"] != picked["label_index"].astype(int)),
         )
         out = outliers(units, vectors, list(points["path"]), cfg.outliers.k, cfg.outliers.z, cfg.outliers.show)
-        nd = cfg.near_duplicates
-        pairs = classify_pairs(near_duplicates(units, nd.threshold, nd.bits, nd.tables, cfg.seed), predicted).cache()
-        pair_counts = {
-            "near_duplicates": pairs.count(),
-            "leaking": pairs.where("leak").count(),
-            "label_noise": pairs.where("noise").count(),
-        }
-        shown: pd.DataFrame = (
-            pairs.orderBy(F.desc("leak"), F.desc("noise"), F.desc("cosine"), "path_a", "path_b")
-            .limit(nd.show)
-            .toPandas()
-        )
-        pairs.unpersist()
+        pairs = duplicate_pairs(predicted, units, cfg, near_copy_distance)
         test = predicted.where(F.col("split") == "test").select("label_index", "predicted").toPandas()
         errors = confident_errors(predicted, cfg.errors_per_class)
         maps, maps_note = activation_maps(predicted, features, model, cfg.activation_maps, trunk)
@@ -439,8 +483,7 @@ def analyse(
         wanted = (
             set(points["path"])
             | set(out.top["path"])
-            | set(shown["path_a"])
-            | set(shown["path_b"])
+            | {p for kind in pairs.values() for p in (*kind.shown["path_a"], *kind.shown["path_b"])}
             | set(errors["path"])
         )
         thumbs = thumbnails(predicted.where(F.col("path").isin(sorted(wanted))), cfg.thumbnail_px) if wanted else {}
@@ -454,8 +497,7 @@ def analyse(
         classes=classes,
         points=points,
         outliers=out,
-        pairs=shown,
-        pair_counts=pair_counts,
+        pairs=pairs,
         confusion=confusion(test, len(classes)),
         errors=errors,
         maps=maps,

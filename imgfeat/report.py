@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgfeat.insights import Insights
+from imgfeat.insights import PAIR_KINDS, Insights
 
 #: `id`s of the report's sections, in order (the browser test checks each).
 SECTIONS = ("summary", "projection", "activation-maps", "outliers", "near-duplicates", "errors", "novelty")
@@ -61,7 +61,7 @@ def render(data: Insights) -> str:
             _section("projection", "Embedding projection", _projection_text(data) + divs["projection"]),
             _section("activation-maps", "Activation maps", _maps(data)),
             _section("outliers", "Outliers", _outliers(data)),
-            _section("near-duplicates", "Near-duplicates and leakage", _pairs(data)),
+            _section("near-duplicates", "Copies, near-copies, look-alikes and leakage", _pairs(data)),
             _section("errors", "Errors by class", _errors(data)),
             _section("novelty", "Unlike anything in training", _novelty_text(data) + divs.get("novelty", "")),
         ]
@@ -249,19 +249,33 @@ def _outliers(data: Insights) -> str:
 
 
 def _pairs(data: Insights) -> str:
-    c = data.pair_counts
-    cells = []
-    for r in data.pairs.itertuples():
-        flags = " ".join(f for f, on in (("LEAK train↔test", r.leak), ("LABELS DIFFER", r.noise)) if on)
-        cells.append(
-            f"<div class='pair'>{_thumb(data, r.path_a, f'{r.label_a} · {r.split_a}')}"
-            f"{_thumb(data, r.path_b, f'{r.label_b} · {r.split_b}')}"
-            f"<div>cosine {r.cosine:.4f} <b class='bad'>{flags}</b></div></div>"
+    """The three kinds of pairs apart, each with its counts and examples (a pair is in one kind only)."""
+    rule = {
+        "exact_copies": "the same bytes (content_sha256)",
+        "near_copies": f"perceptual hashes within {data.about.get('near_copy_distance', '')} bits, other bytes",
+        "lookalikes": f"embedding cosine ≥ {data.about.get('near_duplicate_threshold', '')}, not copies",
+    }
+    parts = []
+    for kind, (title, score, _) in PAIR_KINDS.items():
+        p = data.pairs[kind]
+        cells = []
+        for r in p.shown.itertuples():
+            flags = " ".join(f for f, on in (("LEAK train↔test", r.leak), ("LABELS DIFFER", r.noise)) if on)
+            value = f"cosine {r.cosine:.4f}" if score == "cosine" else f"distance {r.distance}"
+            cells.append(
+                f"<div class='pair'>{_thumb(data, r.path_a, f'{r.label_a} · {r.split_a}')}"
+                f"{_thumb(data, r.path_b, f'{r.label_b} · {r.split_b}')}"
+                f"<div>{value} <b class='bad'>{flags}</b></div></div>"
+            )
+        parts.append(
+            f"<h3 id='{kind.replace('_', '-')}'>{html.escape(title)}</h3><p class='note'>{p.count} pairs: "
+            f"{html.escape(rule[kind])}; {p.leaking} straddle test and the images trained on; "
+            f"{p.label_noise} have different labels.</p>" + ("".join(cells) or "<i>none</i>")
         )
     return (
-        f"<p class='note'>{c['near_duplicates']} pairs at cosine ≥ {data.about.get('near_duplicate_threshold', '')}; "
-        f"{c['leaking']} straddle test and the images trained on (leakage the content-hash split cannot see); "
-        f"{c['label_noise']} have different labels.</p>" + "".join(cells)
+        "<p class='note'>The split keeps exact copies and near-copies together (one group, one fold or test), "
+        "so their pairs straddle test only for a model trained on the old split; look-alikes are "
+        "different images and may.</p>" + "".join(parts)
     )
 
 

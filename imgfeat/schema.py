@@ -51,7 +51,7 @@ def table_schemas(columns: str) -> tuple[tuple[str, ...], T.StructType, pa.Schem
 COLUMNS, TABLE_SPARK_SCHEMA, TABLE_ARROW_SCHEMA = table_schemas(
     "path string, content_sha256 string, length bigint, modification_time timestamp, featurizer string, "
     "featurizer_fingerprint string, embedding array<float>, dim int, status string, error string, "
-    "width int, height int, run_id string, featurized_at timestamp"
+    "width int, height int, phash bigint, run_id string, featurized_at timestamp"
 )
 
 #: Columns filled in by the run, not by the worker.

@@ -89,6 +89,7 @@ class TrainResult:
     fold_seconds: float = 0.0  # wall time of the xgboost fold fits (run `parallel` at once)
     parallel: int = 1
     novelty: NoveltyReference | None = None  # kept with the model, when asked for
+    grouped: int = 0  # images kept in one split with a copy (same bytes or perceptual-hash neighbour)
 
     @property
     def metrics(self) -> dict[str, dict[str, float]]:
@@ -162,6 +163,7 @@ def train(
         fold_seconds=fold_seconds,
         parallel=parallel,
         novelty=reference,
+        grouped=r.grouped,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from imgfeat import finetune, sources, tracking
+from imgfeat import cv, finetune, sources, tracking
 from imgfeat.config import FinetuneConfig, dump_config
 from imgfeat.errors import ConfigError
 from imgfeat.featurizers import FeaturizerSpec
@@ -159,7 +159,7 @@ def _track_finetune(
 ) -> None:
     """Log a finetune run (config, lineage tags, per-epoch and final metrics, the featurizer's
     files) and register those files as `cfg.model_name`, last."""
-    tracking.log_params(dump_config(cfg))
+    tracking.log_params({**dump_config(cfg), "split_version": cv.SPLIT_VERSION})
     tracking.set_tags(
         {
             "base_fingerprint": base.fingerprint,

@@ -9,6 +9,7 @@ it (`insights` and `report` do), parse arguments, or print anything but progress
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -17,12 +18,15 @@ from pyspark.sql import functions as F
 
 from imgfeat import delta, tracking
 from imgfeat.config import InsightsConfig, TrainConfig, dump_config, load_config
+from imgfeat.cv import SPLIT_VERSION
 from imgfeat.dataset import read_labeled
 from imgfeat.errors import InputError
 from imgfeat.featurizers import Featurizer
 from imgfeat.model import torch_featurizers
 from imgfeat.runs._shared import require_model
 from imgfeat.session import get_spark
+
+log = logging.getLogger("imgfeat")
 
 
 @dataclass
@@ -44,7 +48,8 @@ class InsightsSummary:
         novel = f", {m['novel']:.0f} unlike training" if "novel" in m else ""
         return (
             f"insights: {self.model} on {self.table} version {self.version}: {self.sampled} images projected; "
-            f"{m['outliers']:.0f} outliers, {m['near_duplicates']:.0f} near-duplicate pairs "
+            f"{m['outliers']:.0f} outliers; pairs: {m['exact_copy_pairs']:.0f} exact copies, "
+            f"{m['near_copy_pairs']:.0f} near-copies, {m['near_duplicates']:.0f} look-alikes "
             f"({m['leaking_pairs']:.0f} across train/test, {m['label_noise_pairs']:.0f} with different labels){novel}; "
             f"test accuracy {m['test_accuracy']:.3f}; {self.seconds:.1f} s; report {self.report}"
         )
@@ -72,6 +77,12 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
         overrides=[f"{k}={v}" for k, v in params.items() if k.startswith(_LINEAGE_KEYS)],
         table=cfg.table or tags.get("embeddings_table"),
     )
+    if str(params.get("split_version")) != str(SPLIT_VERSION):
+        log.warning(
+            "imgfeat: insights: %s was trained on the old split (by each image's bytes); the report's test split "
+            "is today's (copies grouped, stratified), so it may hold images the model trained on: retrain it",
+            cfg.model,
+        )
     version = int(tags.get("embeddings_version", -1))
     if version < 0:
         raise InputError(f"{cfg.model}: its train run {train_id} names no embeddings table version")
@@ -97,12 +108,16 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
             "embeddings table": f"{train_cfg.table} version {version}",
             "projection": cfg.projection,
             "near_duplicate_threshold": f"{cfg.near_duplicates.threshold:g}",
+            "near_copy_distance": str(train_cfg.split.near_copy_distance),
         }
 
         def trunk() -> Featurizer:  # the torch network of a model that scores with ONNX: its activation maps
             return torch_featurizers(model.local_dir)[0]
 
-        data = insights.analyse(rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about, trunk)
+        distance = train_cfg.split.near_copy_distance
+        data = insights.analyse(
+            rows, statuses, features, loaded, cfg, min(cfg.sample or 2000, n), about, trunk, distance
+        )
         data.seconds = time.monotonic() - started
         data.about["time"] = (
             f"{data.seconds:.1f} s (report written {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())})"
@@ -111,9 +126,11 @@ def insights_run(cfg: InsightsConfig, spark: SparkSession | None = None) -> Insi
         metrics = {
             "sampled": float(len(data.points)),
             "outliers": float(data.outliers.count),
-            "near_duplicates": float(data.pair_counts["near_duplicates"]),
-            "leaking_pairs": float(data.pair_counts["leaking"]),
-            "label_noise_pairs": float(data.pair_counts["label_noise"]),
+            "exact_copy_pairs": float(data.pairs["exact_copies"].count),
+            "near_copy_pairs": float(data.pairs["near_copies"].count),
+            "near_duplicates": float(data.pairs["lookalikes"].count),
+            "leaking_pairs": float(sum(p.leaking for p in data.pairs.values())),
+            "label_noise_pairs": float(sum(p.label_noise for p in data.pairs.values())),
             "test_accuracy": data.accuracy,
             **({"novel": float(data.novel)} if data.novel is not None else {}),
             **{f"count_{k}": float(v) for k, v in data.counts.items()},

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from imgfeat import delta, selection, sources, tracking
 from imgfeat.config import BaselinesConfig, FeaturizeConfig, FeaturizerConfig, SelectConfig, TrackingConfig, TrainConfig
+from imgfeat.cv import SPLIT_VERSION
 from imgfeat.dataset import PRIMARY_METRIC, with_labels
 from imgfeat.errors import InputError
 from imgfeat.featurizers import FeaturizerSpec
@@ -86,7 +87,9 @@ def select_run(cfg: SelectConfig, spark: SparkSession | None = None) -> SelectSu
                 sample.unpersist()
         summary.seconds = time.monotonic() - started
         if parent:
-            tracking.set_tags({"recommend": summary.choice.name, "sample": str(summary.sample)})
+            tracking.set_tags(
+                {"recommend": summary.choice.name, "sample": str(summary.sample), "split_version": str(SPLIT_VERSION)}
+            )
             tracking.log_dict({"candidates": [asdict(c) for c in summary.candidates]}, "select.json")
             tracking.log_metrics({"seconds": summary.seconds, "featurize_seconds": summary.featurize_seconds})
     return summary

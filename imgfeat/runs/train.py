@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from imgfeat import delta, selection, tracking
+from imgfeat import cv, delta, selection, tracking
 from imgfeat.config import TrainConfig, dump_config
 from imgfeat.errors import InputError
 from imgfeat.featurizers.resolve import resolve_spec
@@ -48,7 +48,8 @@ class TrainSummary:
         head = (
             f"train: {r.features.task} on {r.table} version {r.version} "
             f"({', '.join(f.name for f in r.features.featurizers)}; {sum(folds)} images in {len(folds)} folds "
-            f"of {min(folds)}-{max(folds)}, {r.counts['test']} test); {r.rounds} rounds picked by the folds, "
+            f"of {min(folds)}-{max(folds)}, {r.counts['test']} test; {r.grouped} grouped with their copies); "
+            f"{r.rounds} rounds picked by the folds, "
             f"refit on all {sum(folds)}; fold fits {r.fold_seconds:.1f} s, {r.parallel} at once; {r.seconds:.1f} s"
         )
         logged = f"model {self.model_uri}" if self.model_uri else "model not logged (tracking off)"
@@ -129,7 +130,14 @@ def _track_train(
     result = summary.result
     specs = result.features.featurizers
     tracking.name_run(f"train {'+'.join(f.name for f in specs)} v{result.version}")
-    tracking.log_params({**dump_config(cfg), "xgboost": result.params, "runtime": [r.runtime for r in runtimes]})
+    tracking.log_params(
+        {
+            **dump_config(cfg),
+            "xgboost": result.params,
+            "runtime": [r.runtime for r in runtimes],
+            "split_version": cv.SPLIT_VERSION,  # 2: copies grouped, stratified; splits changed once
+        }
+    )
     tracking.set_tags(
         {
             **({"featurizers_chosen_by": chosen_by} if chosen_by else {}),
@@ -148,6 +156,7 @@ def _track_train(
         "best_iteration": result.best_iteration,
         "rounds": result.rounds,
         "fold_seconds": result.fold_seconds,
+        "grouped_images": result.grouped,
     }
     tracking.log_metrics(metrics)
     for model, scores in result.scores.items():
