@@ -192,15 +192,18 @@ class LabelsConfig(SourceConfig):
 
 
 class SplitConfig(Section):
-    """A held-out test share, and k folds over the rest, both by a hash of `content_sha256`
-    (byte-identical copies never straddle test and folds, nor two folds)."""
+    """A held-out test share, and k folds over the rest, of groups of copies (byte-identical
+    or perceptual-hash neighbours: never split), stratified by label (`imgfeat.cv.with_split`)."""
 
     test: float = Field(0.2, gt=0, lt=0.9, description="Held-out share for the final test metrics.")
     folds: int = Field(5, ge=2, le=50, description="Cross-validation folds over the non-test images.")
     parallel: int = Field(
         0, ge=0, description="Fold fits at once: 0 = as many as Spark has task slots for (at most `folds`)."
     )
-    seed: int = Field(0, description="Seed of the hash that assigns images to test and folds.")
+    seed: int = Field(0, description="Seed of the hash that orders the groups of copies before they are dealt out.")
+    near_copy_distance: int = Field(
+        8, ge=0, le=20, description="Perceptual-hash bits within which two images are near-copies, kept in one split."
+    )
 
     @model_validator(mode="before")
     @classmethod

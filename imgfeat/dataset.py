@@ -15,6 +15,7 @@ reads labels and the split here too, so it splits exactly as training does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from imgfeat.features import FeatureSpec, category_text
 from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.resolve import resolve_spec
 
+log = logging.getLogger("imgfeat")
 #: An integer label with at most this many distinct values is a class label.
 MAX_INT_CLASSES = 20
 #: The metric a task's models are compared by (higher is better).
@@ -134,6 +136,7 @@ def read_labeled(
     rows = _embedding_rows(delta.read_table(spark, cfg.table, version, partitions=partitions), specs, cfg.table)
     if only is not None:
         rows = rows.join(only.select("path"), "path", "left_semi")
+    _warn_unhashed(rows, cfg.table)
     labeled = with_labels(spark, rows, cfg.labels)
     if features:
         cached: tuple[DataFrame, ...] = ()
@@ -150,6 +153,19 @@ def read_labeled(
     return Labeled(target, specs, task, classes, int(version), types, cached)
 
 
+def _warn_unhashed(rows: DataFrame, table: str) -> None:
+    """Warn when ok rows predate the `phash` column: their near-copies cannot be grouped."""
+    missing = rows.where(F.col("phash").isNull()).count()
+    if missing:
+        log.warning(
+            "imgfeat: %d images of %s have no perceptual hash (featurized before it was stored): their splits and "
+            "the report group byte-identical copies only; fill it with `imgfeat rehash --table %s`",
+            missing,
+            table,
+            table,
+        )
+
+
 @dataclass
 class TrainingSet(CachedFrames):
     """The rows a train run fits on, read once and checked (cached until `release`)."""
@@ -160,6 +176,7 @@ class TrainingSet(CachedFrames):
     counts: dict[str, int]  # rows: test, and each fold (fold_0, ...)
     version: int
     cached: tuple[DataFrame, ...]
+    grouped: int = 0  # images split together with a copy of theirs (`cv.grouped_images`)
 
 
 def training_set(
@@ -175,7 +192,8 @@ def training_set(
     counts = _check_counts(rows, labeled.task, labeled.classes, cfg)
     features = _feature_spec(rows, labeled, cfg.labels)
     data = with_features(rows, features, embedding_columns(len(labeled.specs))).cache()
-    return TrainingSet(rows, data, features, counts, labeled.version, (data, rows, *labeled.cached))
+    cached = (data, rows, *labeled.cached)
+    return TrainingSet(rows, data, features, counts, labeled.version, cached, cv.grouped_images(rows))
 
 
 def sample(rows: DataFrame, n: int, seed: int) -> DataFrame:
@@ -207,7 +225,7 @@ def _embedding_rows(table: DataFrame, specs: Sequence[FeaturizerSpec], name: str
                     else ""
                 )
             )
-        keep = ("path", "content_sha256", "modification_time", "length") if joined is None else ("path",)
+        keep = ("path", "content_sha256", "phash", "modification_time", "length") if joined is None else ("path",)
         part = mine.where(F.col("featurizer_fingerprint") == spec.fingerprint).select(
             *keep, F.col("embedding").alias(column)
         )
@@ -306,18 +324,14 @@ def infer_task(rows: DataFrame, requested: str) -> tuple[str, tuple[str, ...]]:
 def with_target(
     rows: DataFrame, task: str, classes: tuple[str, ...], split: SplitConfig, labels: LabelsConfig
 ) -> DataFrame:
-    """Labeled rows with `label_index` (class index or value) and `split`."""
+    """Labeled rows with `label_index` (class index or value), `split`, `fold` and `copy_group` (`cv.with_split`)."""
     labeled = rows.where(F.col("label").isNotNull())
     if task == "classification":
         mapping = F.create_map(*[x for i, c in enumerate(classes) for x in (F.lit(c), F.lit(float(i)))])
         target = mapping[F.col("label").cast("string")]
     else:
         target = F.col("label").cast("double")
-    out = (
-        labeled.withColumn(_LABEL, target)
-        .withColumn(_SPLIT, cv.split_column(split))
-        .withColumn(_FOLD, cv.fold_column(split))
-    )
+    out = cv.with_split(labeled.withColumn(_LABEL, target), split, stratify=task == "classification")
     for name in labels.numeric:
         out = out.withColumn(name, F.col(name).cast("double"))
     for name in labels.categorical:

@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from imgfeat.errors import ConflictError, InputError
@@ -125,6 +126,9 @@ def read_table(
         if version is not None:
             reader = reader.option("versionAsOf", version)
         frame = reader.load(table)
+        if contract is not None:  # a column added to the contract after the table was made reads as null
+            for f in contract.spark_schema:
+                frame = frame if f.name in frame.columns else frame.withColumn(f.name, F.lit(None).cast(f.dataType))
         return frame if partitions is None or part is None else frame.where(frame[part].isin(list(partitions)))
     from deltalake import DeltaTable
 
@@ -138,7 +142,18 @@ def read_table(
     arrow = dataset.to_table(filter=where)
     if contract is None:
         return spark.createDataFrame(arrow)
-    return spark.createDataFrame(arrow.cast(contract.arrow_schema), schema=contract.spark_schema)
+    return spark.createDataFrame(_conform(arrow, contract.arrow_schema), schema=contract.spark_schema)
+
+
+def _conform(arrow: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`arrow` in `schema`'s column order and types; a column the table predates is null.
+
+    Why: older tables lack columns added to the contract since (e.g. `phash`), and a
+    merged-in column sits last on disk, not where the contract puts it."""
+    for field in schema:
+        if field.name not in arrow.column_names:
+            arrow = arrow.append_column(field, pa.nulls(len(arrow), field.type))
+    return arrow.select(schema.names).cast(schema)
 
 
 def existing_keys(spark: SparkSession, table: str, fingerprint: str) -> DataFrame | None:
@@ -497,6 +512,7 @@ def _commit_deltars(
                     dt,
                     reader,
                     mode="overwrite",
+                    schema_mode="merge",  # a table made before a contract column was added gains it
                     predicate=replace,
                     partition_by=list(contract.partition_by),
                     commit_properties=props,
@@ -508,6 +524,7 @@ def _commit_deltars(
                         predicate=_merge_predicate(contract, partition),
                         source_alias="s",
                         target_alias="t",
+                        merge_schema=True,
                         commit_properties=props,
                     )
                     .when_matched_update_all()
@@ -542,7 +559,9 @@ def _commit_spark(
     if source.isEmpty():
         return Commit(table_version(spark, table), False, "spark-delta")
     conf_key = "spark.databricks.delta.commitInfo.userMetadata"
+    evolve = "spark.databricks.delta.schema.autoMerge.enabled"  # MERGE adds contract columns a table predates
     spark.conf.set(conf_key, json.dumps(meta))
+    spark.conf.set(evolve, "true")
     try:
         if not _spark_table_exists(spark, table):
             source.write.format("delta").partitionBy(*contract.partition_by).mode("errorifexists").save(table)
@@ -559,6 +578,7 @@ def _commit_spark(
         raise
     finally:
         spark.conf.unset(conf_key)
+        spark.conf.unset(evolve)
     return Commit(table_version(spark, table), True, "spark-delta")
 
 

@@ -179,6 +179,7 @@ def _rows(
             "error": [i.error for i in items],
             "width": pd.array([i.width for i in items], dtype="Int32"),
             "height": pd.array([i.height for i in items], dtype="Int32"),
+            "phash": pd.array([i.phash for i in items], dtype="Int64"),
         }
     )
 

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from imgfeat.decode import decode_image
+from imgfeat.decode import decode_image, perceptual_hash
 from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.runtime import load_graph_featurizer
@@ -55,6 +55,7 @@ class Prepared:
     width: int | None
     height: int | None
     pixels: np.ndarray | None  # uint8 (input_size, input_size, 3) when ok
+    phash: int | None = None  # `decode.perceptual_hash` of the decoded image when ok
 
 
 # --------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def prepare_bytes(data: bytes, model: Featurizer, max_pixels: int) -> Prepared:
         pixels = model.prepare(decoded.image)
     except Exception as exc:  # a resize of a pathological image must not kill the task
         return Prepared(sha, Status.DECODE_ERROR, f"resize failed: {exc}", decoded.width, decoded.height, None)
-    return Prepared(sha, Status.OK, None, decoded.width, decoded.height, pixels)
+    return Prepared(sha, Status.OK, None, decoded.width, decoded.height, pixels, perceptual_hash(decoded.image))
 
 
 def embed_prepared(items: list[Prepared], model: Featurizer, autocast: bool = True) -> list[np.ndarray | None]:
