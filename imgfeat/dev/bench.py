@@ -10,7 +10,8 @@ one `name: value` line, ending with
 Every figure is measured in this one process, on the same images, with the
 same featurizer spec, one after the other; `bench/README.md` records them.
 The baselines are `imgfeat.dev.baselines`; timing and memory sampling,
-`imgfeat.dev.measure`.
+`imgfeat.dev.measure`. The model stages import neither pydantic nor Spark, so
+`bench/gpu.py` reuses them on a GPU machine that has only torch.
 """
 
 from __future__ import annotations
@@ -25,13 +26,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from imgfeat.config import FeaturizeConfig, SparkConfig, load_config
 from imgfeat.decode import decode_image
 from imgfeat.dev.baselines import naive_udf, predict_batch, prepare_path, tuned_loop
 from imgfeat.dev.measure import MIB, RssSampler, cores, machine, rate, timed
@@ -41,7 +41,9 @@ from imgfeat.featurizers import FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.backbone import build_network
 from imgfeat.featurizers.featurizer import TorchFeaturizer
 from imgfeat.featurizers.runtime import Graph, RuntimeUnavailable, cached_graph, load_graph_featurizer
-from imgfeat.runs import featurize_run, featurizer_spec, verification_photos
+
+if TYPE_CHECKING:  # the config (pydantic) and the jobs (Spark) load only where a stage needs them
+    from imgfeat.config import FeaturizeConfig
 
 #: Stages that `--skip` can leave out (the Spark job is what the ratios need).
 STAGES = ("decode", "model", "startup", "loop", "spark", "naive", "udf")
@@ -85,10 +87,13 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     unknown = sorted(set(opts.skip) - set(STAGES))
     if unknown:
         raise ConfigError(f"bench: unknown stage(s) to skip {unknown}; known: {', '.join(STAGES)}")
+    from imgfeat.config import FeaturizeConfig, load_config
+    from imgfeat.runs import featurizer_spec
+
     report = Report(emit)
     started = time.monotonic()
     report.add("machine", machine())
-    _load(report, "at start")
+    record_load(report, "at start")
 
     (photos, extra), seconds = timed(lambda: bench_photos(opts.out, opts.n, opts.seed))
     mb = sum(p.stat().st_size for p in photos) / 1e6
@@ -98,8 +103,8 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     work = opts.out / "run"
     shutil.rmtree(work, ignore_errors=True)
     inputs = work / "input"  # the baselines' photos; the Spark job's folder gains the 1 % later
-    _link(photos, inputs)
-    _link(photos, work / "spark-input")
+    link_files(photos, inputs)
+    link_files(photos, work / "spark-input")
     cfg = load_config(
         FeaturizeConfig,
         None,
@@ -122,7 +127,7 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
     sampler = RssSampler()
     with sampler:
         if "loop" not in opts.skip:
-            _load(report, "before the loop")
+            record_load(report, "before the loop")
             with sampler.measure("loop", own=True):
                 (load_s, run_s) = tuned_loop(photos, spec, work / "loop.parquet", opts.loop_batch)
             report.add("loop model load s", load_s, "{:.1f}")
@@ -131,7 +136,7 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
             report.add("loop peak RSS MiB", sampler.peak("loop"), "{:.0f}")
 
         if spark is None:
-            spark, seconds = timed(lambda: _session(opts.master))
+            spark, seconds = timed(lambda: spark_session(opts.master))
             report.add("spark session start s", seconds, "{:.1f}")
         report.add("spark master", f"{spark.sparkContext.master} (task cpus {spark.conf.get('spark.task.cpus', '1')})")
 
@@ -144,14 +149,14 @@ def run_bench(opts: BenchOptions, emit: Callable[[str], None] = print, spark: An
         for stage, label, baseline, batch in baselines:
             if stage in opts.skip:
                 continue
-            _load(report, f"before {label}")
+            record_load(report, f"before {label}")
             with sampler.measure(stage):
                 seconds = baseline(spark, str(inputs), spec, str(work / f"{stage}.parquet"), batch)
             report.add(f"{label} img/s", len(photos) / seconds, "{:.1f}")
             report.add(f"{label} worker peak RSS MiB", sampler.peak(stage), "{:.0f}")
 
     report.add("bench wall s", time.monotonic() - started, "{:.0f}")
-    _load(report, "at end")
+    record_load(report, "at end")
     _ratios(report)
     (opts.out / f"results-n{opts.n}-s{opts.seed}.json").write_text(json.dumps(report.figures, indent=1))
     return report.figures
@@ -202,7 +207,7 @@ def bench_photos(out: Path, n: int, seed: int) -> tuple[list[Path], list[Path]]:
     return paths[:n], paths[n:]
 
 
-def _link(paths: Sequence[Path], dest: Path) -> None:
+def link_files(paths: Sequence[Path], dest: Path) -> None:
     """Put `paths` in `dest` without copying bytes (hard links keep size and mtime)."""
     dest.mkdir(parents=True, exist_ok=True)
     for p in paths:
@@ -232,6 +237,8 @@ def decode_figures(report: Report, paths: Sequence[Path], spec: FeaturizerSpec) 
 
 def exported_graph(report: Report, spec: FeaturizerSpec, photos: Sequence[Path], onnx_cache: str) -> Graph | None:
     """The featurizer's verified ONNX graph (exported once, then cached), as the Spark job uses it."""
+    from imgfeat.runs import verification_photos
+
     try:
         graph, seconds = timed(
             lambda: cached_graph(
@@ -372,7 +379,9 @@ def spark_figures(
     session), then warm with the other runtime (torch ↔ onnxruntime) to a third;
     then the default job's rerun with 1 % new files and one with nothing new.
     """
-    _load(report, "before the spark jobs")
+    from imgfeat.runs import featurize_run
+
+    record_load(report, "before the spark jobs")
     cold = cfg.model_copy(update={"table": str(work / "table-cold")})
     summary, seconds = timed(lambda: featurize_run(cold, spark))
     _check(summary, len(photos), "featurize job (cold)")
@@ -393,7 +402,7 @@ def spark_figures(
         report.add("spark vs loop max abs diff", _max_diff(cfg.table, loop_file), "{:.2e}")
     other_runtime(report, spark, cfg, summary.runtime, len(photos), work)
 
-    _link(extra, Path(str(cfg.input)))
+    link_files(extra, Path(str(cfg.input)))
     again, incr = timed(lambda: featurize_run(cfg, spark))
     _check(again, len(extra), "incremental rerun")
     report.add(f"incremental rerun s ({len(extra)} new of {len(photos) + len(extra)})", incr, "{:.2f}")
@@ -405,6 +414,8 @@ def spark_figures(
 
 def other_runtime(report: Report, spark: Any, cfg: FeaturizeConfig, default: str, n: int, work: Path) -> None:
     """The warm Spark job again with the runtime the default did not use."""
+    from imgfeat.runs import featurize_run
+
     other = "torch" if default == "onnxruntime" else "onnxruntime"
     featurizer = cfg.featurizer.model_copy(update={"runtime": other})
     again = cfg.model_copy(update={"table": str(work / f"table-{other}"), "featurizer": featurizer})
@@ -435,12 +446,14 @@ def _max_diff(table: str, loop_file: Path) -> float:
     )
 
 
-def _session(master: str | None) -> Any:
-    from imgfeat.session import get_spark
+def spark_session(master: str | None, conf: dict[str, str] | None = None) -> Any:
+    from imgfeat.config import SparkConfig
+    from imgfeat.session import get_spark  # its workers run this interpreter (the venv)
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers run this venv
     quiet = {"spark.ui.showConsoleProgress": "false"}  # progress bars would break the `name: value` lines
-    spark = get_spark(SparkConfig(master=master or f"local[{cores()}]", app_name="imgfeat-bench", conf=quiet))
+    spark = get_spark(
+        SparkConfig(master=master or f"local[{cores()}]", app_name="imgfeat-bench", conf={**quiet, **(conf or {})})
+    )
     spark.range(1).count()  # the JVM and its first job are start-up, not the job's time
     return spark
 
@@ -457,6 +470,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
-def _load(report: Report, when: str) -> None:
+def record_load(report: Report, when: str) -> None:
     """Other users' load skews every rate: record it beside them."""
     report.add(f"load average {when}", " ".join(f"{x:.2f}" for x in os.getloadavg()))
