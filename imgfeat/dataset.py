@@ -25,7 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from imgfeat import cv, delta, reduce
+from imgfeat import cv, delta, inputs, reduce
 from imgfeat.config import FeaturizerConfig, LabelsConfig, SourceConfig, SplitConfig, TrainConfig
 from imgfeat.errors import ConfigError, FeaturizerError, InputError, Status
 from imgfeat.features import FeatureSpec, category_text
@@ -240,39 +240,42 @@ def path_key(column: Column) -> Column:
     return F.regexp_replace(column, r"^file:(//)?(?=/)", "")
 
 
-def read_source(spark: SparkSession, src: SourceConfig) -> DataFrame:
-    """A CSV / Parquet / Delta table of per-image columns, with a `path` column."""
-    assert src.source is not None
-    kind = src.format
-    if kind == "auto":
-        name = src.source.lower().rstrip("/")
-        if name.endswith(".csv"):
-            kind = "csv"
-        elif name.endswith((".parquet", ".pq")):
-            kind = "parquet"
-        else:
-            kind = "delta" if _is_delta(spark, src.source) else "parquet"
+def read_table(spark: SparkSession, source: str, kind: str = "auto") -> tuple[DataFrame, str]:
+    """A CSV / Parquet / Delta table, or the one CSV inside a zip, as it is; and the folder its
+    relative paths resolve against (`inputs.table_folder`; in a zip, a member key)."""
+    kind = inputs.table_format(source, kind)
+    base = inputs.table_folder(source)
     try:
         if kind == "delta":
-            frame = delta.read_table(spark, src.source, contract=None)
+            frame = delta.read_table(spark, source, contract=None)
         elif kind == "csv":
-            frame = spark.read.option("header", True).option("inferSchema", True).csv(src.source)
+            frame = spark.read.option("header", True).option("inferSchema", True).csv(source)
+        elif kind == "zip":
+            rows, base = inputs.archive_table(source)
+            frame = spark.createDataFrame(rows)
         else:
-            frame = spark.read.parquet(src.source)
+            frame = spark.read.parquet(source)
     except InputError:
         raise
     except Exception as exc:  # Spark's AnalysisException and friends
-        raise InputError(f"cannot read {src.source} as {kind}: {str(exc).splitlines()[0]}") from None
-    if "path" not in frame.columns:
-        raise InputError(f"{src.source} has no `path` column (columns: {', '.join(frame.columns)})")
-    return frame
+        raise InputError(f"cannot read {source} as {kind}: {str(exc).splitlines()[0]}") from None
+    return frame, base
 
 
-def _is_delta(spark: SparkSession, path: str) -> bool:
-    try:
-        return delta.table_version(spark, path) is not None
-    except Exception:  # delta-rs raises OSError for a plain file
-        return False
+def read_source(spark: SparkSession, src: SourceConfig) -> DataFrame:
+    """A table of per-image columns with a `path` column: `src.path_column`'s cells resolved
+    as featurize resolves a table input's (relative paths against the table's folder)."""
+    assert src.source is not None
+    frame, base = read_table(spark, src.source, src.format)
+    if src.path_column not in frame.columns:
+        raise InputError(f"{src.source} has no `{src.path_column}` column (columns: {', '.join(frame.columns)})")
+    return frame.withColumn("path", inputs.resolved(F.col(src.path_column), base))
+
+
+def folder_label(path: Column) -> Column:
+    """An image's parent folder name (a zip member's folder inside its archive)."""
+    inside = F.regexp_extract(path, r"^zip://(.*)::", 1)
+    return F.try_element_at(F.split(F.when(inside != "", inside).otherwise(path), "/"), F.lit(-2))
 
 
 def join_columns(rows: DataFrame, source: DataFrame, columns: Sequence[str], where: str) -> DataFrame:
@@ -293,11 +296,11 @@ def with_labels(spark: SparkSession, rows: DataFrame, labels: LabelsConfig) -> D
     if labels.source is None:
         if labels.label != "folder" or tabular:
             raise ConfigError("labels.source is required for a label column or tabular columns")
-        return rows.withColumn("label", F.element_at(F.split("path", "/"), -2))
+        return rows.withColumn("label", folder_label(F.col("path")))
     wanted = tabular + ([] if labels.label == "folder" else [labels.label])
     joined = join_columns(rows, read_source(spark, labels), wanted, labels.source)
     if labels.label == "folder":
-        return joined.withColumn("label", F.element_at(F.split("path", "/"), -2))
+        return joined.withColumn("label", folder_label(F.col("path")))
     return joined.withColumnRenamed(labels.label, "label") if labels.label != "label" else joined
 
 

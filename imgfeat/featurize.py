@@ -25,7 +25,6 @@ from pyspark import Accumulator, AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 
 from imgfeat import faults
-from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec
 from imgfeat.inference import (
     Prepared,
@@ -37,6 +36,7 @@ from imgfeat.inference import (
     task_cores,
 )
 from imgfeat.progress import Reporter
+from imgfeat.readers import DEFAULT_LIMITS, ReadLimits, read_status
 from imgfeat.schema import WORKER_SPARK_SCHEMA
 from imgfeat.sources import read_bytes
 
@@ -118,12 +118,13 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 
-def prepare_path(path: str, model: Featurizer, max_pixels: int) -> Prepared:
-    """Read a file then `prepare_bytes`; an unreadable file is a `read_error` row."""
+def prepare_path(path: str, model: Featurizer, max_pixels: int, limits: ReadLimits = DEFAULT_LIMITS) -> Prepared:
+    """Read an image (within `limits`) then `prepare_bytes`; a failed read is a row with the
+    status `readers.read_status` gives (read_error, too_large, unsupported)."""
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, limits)
     except Exception as exc:
-        return Prepared(None, Status.READ_ERROR, f"{type(exc).__name__}: {exc}", None, None, None)
+        return Prepared(None, read_status(exc), f"{type(exc).__name__}: {exc}", None, None, None)
     return prepare_bytes(data, model, max_pixels)
 
 
@@ -146,7 +147,8 @@ def featurize_listing_batches(
         if listing.empty:
             continue
         rows = listing.to_dict("records")
-        jobs = ((int(r["length"] or 0), _bind(prepare_path, r["path"], model, opts.max_pixels)) for r in rows)
+        limits = opts.read
+        jobs = ((int(r["length"] or 0), _bind(prepare_path, r["path"], model, opts.max_pixels, limits)) for r in rows)
         start = 0
         for items, vectors in pipelined(jobs, model, opts):
             chunk = listing.iloc[start : start + len(items)]

@@ -30,6 +30,7 @@ from imgfeat.decode import decode_image, perceptual_hash
 from imgfeat.errors import Status
 from imgfeat.featurizers import Featurizer, FeaturizerSpec, load_featurizer
 from imgfeat.featurizers.runtime import load_graph_featurizer
+from imgfeat.readers import ReadLimits
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class WorkerOptions:
     device: str = "auto"
     autocast: bool = True  # on CUDA: run the network in bf16 (fp16 without bf16 support)
     graph: str | None = None  # an exported ONNX graph to run instead of torch (`ship_graph`'s name, or a path)
+    read: ReadLimits = ReadLimits()  # timeout, retries and byte cap of reading one image
 
 
 @dataclass

@@ -19,7 +19,6 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
@@ -27,7 +26,10 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from imgfeat import archive
 from imgfeat.errors import InputError, Status
+from imgfeat.readers import DEFAULT_LIMITS, ReadLimits, read_file, stat
+from imgfeat.readers import local_path as local_path  # where callers have always found it
 
 #: Columns of a listing frame (named as in the embeddings table).
 LISTING_COLUMNS = ("path", "modification_time", "length")
@@ -127,15 +129,20 @@ def _stat_uris(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """URIs → listing rows; a file gone since the listing keeps a null time
     (its read then fails: a read_error row, not a missing one)."""
     for batch in batches:
-        paths = [_uri_to_path(u) for u in batch["uri"]]
-        stats = [_stat(p) for p in paths]
-        yield pd.DataFrame(
-            {
-                "path": paths,
-                "modification_time": pd.to_datetime([t for t, _ in stats], utc=True),
-                "length": pd.array([n for _, n in stats], dtype="Int64"),
-            }
-        )
+        yield stat_rows([_uri_to_path(u) for u in batch["uri"]])
+
+
+def stat_rows(paths: list[str], limits: ReadLimits = DEFAULT_LIMITS) -> pd.DataFrame:
+    """Listing rows (path, modification_time, length) of `paths`, each stated now
+    (one that cannot be: a null time and length 0, so its read makes the row)."""
+    stats = [stat(p, limits) for p in paths]
+    return pd.DataFrame(
+        {
+            "path": paths,
+            "modification_time": pd.to_datetime([t for t, _ in stats], utc=True),
+            "length": pd.array([n for _, n in stats], dtype="Int64"),
+        }
+    )
 
 
 def _uri_to_path(uri: str) -> str:
@@ -145,73 +152,35 @@ def _uri_to_path(uri: str) -> str:
     return f"{parts.scheme}:{authority}{unquote(parts.path)}" if parts.scheme else unquote(uri)
 
 
-def _stat(path: str) -> tuple[pd.Timestamp | None, int]:
-    """(modification time to the millisecond, as Spark lists it; size) of a file, or (None, 0)."""
-    try:
-        local = local_path(path)
-        if local is not None:
-            st = os.stat(local)
-            return pd.Timestamp(st.st_mtime_ns // 1_000_000, unit="ms", tz="UTC"), st.st_size
-        import fsspec
-
-        fs, key = fsspec.core.url_to_fs(_fsspec_url(path))
-        info = fs.info(key)
-    except (OSError, ValueError):
-        return None, 0
-    stamp = next((info[k] for k in ("mtime", "LastModified", "last_modified", "created") if info.get(k)), None)
-    if stamp is None:
-        return None, int(info.get("size") or 0)
-    when = pd.Timestamp(stamp, unit="s") if isinstance(stamp, (int, float)) else pd.Timestamp(stamp)
-    return (when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")), int(info.get("size") or 0)
-
-
 def only_new(listing: DataFrame, existing: DataFrame | None) -> DataFrame:
     """Drop files the table already holds unchanged for this featurizer.
 
     `existing` has path, length, modification_time, status of the table rows
     with the current featurizer fingerprint. A file counts as unchanged when
-    path, size and modification time all match; rows that failed to *read*
-    last time are retried (that failure is usually transient). A file whose
-    bytes changed shows a new size or time, is featurized again and its row
-    replaced by the merge.
+    path, size and modification time all match (a null time, e.g. a URL whose
+    server sends no Last-Modified, matches a null time); rows that failed to
+    *read* last time are retried (that failure is usually transient). A file
+    whose bytes changed shows a new size or time, is featurized again and its
+    row replaced by the merge.
     """
     if existing is None:
         return listing
-    keep = existing.where(F.col("status") != Status.READ_ERROR.value).select(*LISTING_COLUMNS)
-    return listing.join(F.broadcast(keep), on=list(LISTING_COLUMNS), how="left_anti")
+    keep = existing.where(F.col("status") != Status.READ_ERROR.value).select(
+        *[F.col(c).alias(f"_kept_{c}") for c in LISTING_COLUMNS]
+    )
+    same = [listing[c].eqNullSafe(keep[f"_kept_{c}"]) for c in LISTING_COLUMNS]
+    return listing.join(F.broadcast(keep), on=same, how="left_anti")
 
 
-def read_bytes(path: str) -> bytes:
-    """Read one listed file (a Spark path string) in a worker; raises OSError."""
-    local = local_path(path)
-    if local is not None:
-        return Path(local).read_bytes()
-    import fsspec  # remote stores: s3/gs/abfs/hdfs… through their fsspec driver
+def read_bytes(path: str, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
+    """Read one listed image (a Spark path, a URL or a zip member's key) in a worker.
 
-    with fsspec.open(_fsspec_url(path), "rb") as handle:
-        return handle.read()
-
-
-def _fsspec_url(path: str) -> str:
-    """Hadoop's s3a:// and s3n:// are fsspec's s3://."""
-    return path.replace("s3a://", "s3://", 1).replace("s3n://", "s3://", 1)
-
-
-def local_path(path: str) -> str | None:
-    """The local file behind a Spark path, or None for a remote store.
-
-    Spark lists paths unescaped (`file:/data/café photo#1.jpg`), so they are
-    split on the scheme only, never URL-parsed. DBFS is mounted at /dbfs.
+    Raises `readers.TooLarge` past `limits.max_bytes`, `readers.Refused` for a
+    name imgfeat will not read, OSError otherwise (`readers.read_status` maps them).
     """
-    scheme, sep, rest = path.partition(":")
-    if not sep or len(scheme) == 1:  # no scheme, or a Windows drive letter
-        return path
-    scheme = scheme.lower()
-    if scheme == "file":
-        return "/" + rest.lstrip("/") if rest.startswith("/") else rest
-    if scheme == "dbfs":
-        return "/dbfs/" + rest.lstrip("/")
-    return None
+    if archive.is_member_key(path):
+        return archive.read_member(path, limits)
+    return read_file(path, limits)
 
 
 def check_input(uri: str, extensions: Iterable[str]) -> None:

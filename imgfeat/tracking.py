@@ -227,6 +227,25 @@ def log_table_input(
     mlflow.log_input(dataset, context=context)
 
 
+def log_source_input(uri: str, context: str, *, digest: str, rows: int | None = None) -> None:
+    """Record a file a run read (a CSV or Parquet table naming images, a zip archive) as an
+    input of the active run, in `context`: its URI (MLflow's local, S3 or HTTP source) and
+    `digest`, a hash of its bytes that tells its versions apart; a no-op without a run.
+    (A Delta table input is `log_table_input`: its version says it.)"""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if mlflow.active_run() is None:
+        return
+    location = _absolute(uri)
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": all of them local files
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(location)
+    mlflow.log_input(_classes()[1](source, Path(location.rstrip("/")).name, digest, None, rows), context=context)
+
+
 def _absolute(path: str) -> str:
     """A local table path made absolute (a relative one means nothing to another reader)."""
     scheme, sep, _ = path.partition(":")

@@ -27,6 +27,7 @@ from imgfeat.featurizers import FeaturizerSpec
 from imgfeat.featurizers.registered import is_mlflow_uri
 from imgfeat.featurizers.resolve import resolve_spec
 from imgfeat.featurizers.runtime import RuntimeChoice, choose_runtime
+from imgfeat.readers import ReadLimits
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -109,8 +110,14 @@ def worker_options(
         max_pixels=read.max_pixels,
         decode_threads=read.decode_threads,
         graph=graph,
+        read=read_limits(read),
         **where,
     )
+
+
+def read_limits(read: ReadConfig) -> ReadLimits:
+    """`read`'s timeout, retries and byte cap, as the readers take them."""
+    return ReadLimits(timeout_s=read.timeout_s, retries=read.retries, max_bytes=read.max_image_bytes)
 
 
 def use_store_for(featurizers: Sequence[FeaturizerConfig], cfg: TrackingConfig) -> None:

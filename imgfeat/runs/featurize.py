@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import delta, faults, progress, reduce, sources, tracking
+from imgfeat import dataset, delta, faults, inputs, progress, reduce, sources, tracking
 from imgfeat.config import FeaturizeConfig, dump_config
 from imgfeat.featurize import MaxParam, WorkerOptions, featurize_listing, ship_graph
 from imgfeat.featurizers import FeaturizerSpec
@@ -31,6 +31,7 @@ from imgfeat.runs._shared import (
     library_versions,
     log_written_table,
     no_images,
+    read_limits,
     require_input,
     worker_options,
 )
@@ -57,6 +58,8 @@ class FeaturizeSummary(CountedRun):
     model_loads: int = 0
     worker_peak_rss_mib: float = 0.0  # largest peak RSS of a Python worker task; 0 = nothing ran
     runtime: str = ""  # torch | onnxruntime (`featurizer.runtime` resolved)
+    input_kind: str = "images"  # images | csv | parquet | delta | zip (`inputs.input_kind`)
+    input_version: str | None = None  # a Delta input's version, a file input's content digest
     runtime_note: str | None = None  # why `auto` kept torch
 
     @property
@@ -92,9 +95,9 @@ def featurize_run(
     sources.check_input(uri, cfg.read.extensions)
     delta.check_writable(cfg.table)
     spec = featurizer_spec(cfg)
-    runtime = featurizer_runtime(
-        cfg.featurizer, spec, cfg.spark, sources.sample_local_files(uri, cfg.read.extensions, 6)
-    )
+    images = inputs.input_kind(uri, cfg.input_format) == "images"
+    photos = sources.sample_local_files(uri, cfg.read.extensions, 6) if images else []
+    runtime = featurizer_runtime(cfg.featurizer, spec, cfg.spark, photos)
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
         spark = spark or get_spark(cfg.spark)
         summary = _featurize(cfg, spec, runtime, spark, run_id or tracked)
@@ -126,6 +129,7 @@ def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: Featuri
     if summary.version is not None:
         tracking.name_run(f"featurize {summary.featurizer} v{summary.version}")
         log_written_table(spark, cfg.table, summary.version, "featurization", delta.EMBEDDINGS)
+    _track_input(cfg, summary)
     tracking.log_params({"runtime": summary.runtime})
 
 
@@ -138,11 +142,53 @@ def _featurize(
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
     opts = featurize_options(cfg, spark, runtime)
-    with sources.list_images(spark, require_input(cfg.input), cfg.read.extensions) as listing:
+    kind, version = _input_version(cfg, spark)  # before the listing reads the input
+    with list_input(cfg, spark) as listing:
         summary = featurize_listed(cfg, spec, opts, spark, run_id, listing)
     summary.seconds = time.monotonic() - started
     summary.runtime, summary.runtime_note = runtime.runtime, runtime.note
+    summary.input_kind, summary.input_version = kind, version
     return summary
+
+
+def list_input(cfg: FeaturizeConfig, spark: SparkSession) -> sources.Listing:
+    """`cfg.input`'s images as one listing frame, whatever the input: a folder (or glob, or
+    URI) of images, a table whose `image_columns` name images, or a zip archive."""
+    uri = require_input(cfg.input)
+    kind = inputs.input_kind(uri, cfg.input_format)
+    limits = read_limits(cfg.read)
+    if kind == "images":
+        return sources.list_images(spark, uri, cfg.read.extensions)
+    if kind == "zip":
+        return inputs.list_archive(
+            spark, uri, cfg.read.extensions, cfg.image_columns, limits, cfg.read.max_archive_members
+        )
+    frame, base = dataset.read_table(spark, uri, kind)
+    return inputs.list_table(frame, uri, cfg.image_columns, limits, base)
+
+
+def _input_version(cfg: FeaturizeConfig, spark: SparkSession) -> tuple[str, str | None]:
+    """(kind, version) of the input, for lineage: a Delta table's version, a file's content
+    digest (`inputs.source_digest`); no version for a folder of images."""
+    uri = require_input(cfg.input)
+    kind = inputs.input_kind(uri, cfg.input_format)
+    if kind == "images":
+        return kind, None
+    if kind == "delta":
+        return kind, str(delta.table_version(spark, uri))
+    return kind, inputs.source_digest(uri, read_limits(cfg.read))
+
+
+def _track_input(cfg: FeaturizeConfig, summary: FeaturizeSummary) -> None:
+    """Log a table or archive input as the run's `source` dataset, with its version or digest."""
+    uri = require_input(cfg.input)
+    if summary.input_version is None:
+        return
+    tracking.set_tags({"input": uri, "input_kind": summary.input_kind, "input_version": summary.input_version})
+    if summary.input_kind == "delta":
+        tracking.log_table_input(uri, int(summary.input_version), "source", rows=summary.listed)
+    else:
+        tracking.log_source_input(uri, "source", digest=summary.input_version, rows=summary.listed)
 
 
 def featurize_options(cfg: FeaturizeConfig, spark: SparkSession, runtime: RuntimeChoice) -> WorkerOptions:
