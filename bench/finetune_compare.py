@@ -126,7 +126,7 @@ def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, flo
 
     from imgfeat import delta
     from imgfeat.config import SplitConfig
-    from imgfeat.cv import classification_metrics, split_column
+    from imgfeat.cv import classification_metrics, with_split
     from imgfeat.dataset import path_key
 
     head = torch.load(
@@ -135,10 +135,16 @@ def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, flo
     )
     rows = delta.read_table(spark, table).where(F.col("featurizer_fingerprint") == tuned.fingerprint)
     labels = spark.read.option("header", True).csv(str(photos / "labels.csv"))
-    test = (
-        rows.where(split_column(SplitConfig()) == "test")
-        .withColumn("_key", path_key(F.col("path")))
+    index = {c: i for i, c in enumerate(tuned.classes)}
+    target = F.create_map(*[x for c, i in index.items() for x in (F.lit(c), F.lit(float(i)))])
+    labeled = (
+        rows.withColumn("_key", path_key(F.col("path")))
         .join(labels.select(path_key(F.col("path")).alias("_key"), "defect"), "_key")
+        .withColumn("label_index", target[F.col("defect")])
+    )
+    test = (
+        with_split(labeled, SplitConfig(), stratify=True)  # the split fine-tuning and train make
+        .where(F.col("split") == "test")
         .select("embedding", "defect")
         .toPandas()
     )
@@ -146,7 +152,6 @@ def _head_on_test(spark, table: str, tuned, photos: Path) -> tuple[dict[str, flo
     logits = x @ head["weight"].numpy().T + head["bias"].numpy()
     proba = np.exp(logits - logits.max(axis=1, keepdims=True))
     proba /= proba.sum(axis=1, keepdims=True)
-    index = {c: i for i, c in enumerate(tuned.classes)}
     y = test["defect"].map(index).to_numpy()
     return classification_metrics(y, proba, len(tuned.classes)), len(test)
 

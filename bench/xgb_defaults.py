@@ -82,9 +82,12 @@ def embeddings(spark, photos: Path, table: Path, label: str) -> tuple[np.ndarray
 
     print(featurize_run(load_config(FeaturizeConfig, overrides=["tracking.enabled=false"], input=str(photos),
                                     table=str(table)), spark).line(), flush=True)
-    rows = read_table(spark, str(table)).where(F.col("status") == "ok").withColumn("split", cv.split_column(SplitConfig()))
-    frame = rows.where(F.col("split") == "train").select("path", "embedding").toPandas()
     labels = pd.read_csv(photos / "labels.csv").set_index("path")[label]
+    index = spark.createDataFrame([(p, float(i)) for p, i in zip(labels.index, pd.factorize(labels, sort=True)[0], strict=True)],
+                                  "path string, label_index double")
+    rows = read_table(spark, str(table)).where(F.col("status") == "ok").join(index, "path")
+    split = cv.with_split(rows, SplitConfig(), stratify=True)  # the split train makes: the non-test rows
+    frame = split.where(F.col("split") == "train").select("path", "embedding").toPandas()
     return np.stack(frame["embedding"].to_numpy()), labels.loc[frame["path"]].to_numpy()
 
 

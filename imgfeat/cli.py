@@ -179,6 +179,16 @@ def _reregister(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rehash(args: argparse.Namespace) -> int:
+    from imgfeat.config import FeaturizeConfig, load_config
+
+    cfg = load_config(FeaturizeConfig, args.config, args.set, **config_flags(args))
+    from imgfeat.runs import rehash_run
+
+    print(rehash_run(cfg).line(), flush=True)
+    return 0
+
+
 # ------------------------------------------------------------------ the parser
 DESCRIPTION = (
     "imgfeat turns folders of images into embeddings with pretrained CNNs on Spark (a Delta table), "
@@ -319,6 +329,7 @@ _serve_flags = config_keys(
     Key("--paths-root", "paths.root", "DIR"),
 )
 _reregister_flags = config_keys("ServeConfig", _MODEL)
+_rehash_flags = config_keys("FeaturizeConfig", _TABLE)
 _insights_flags = config_keys(
     "InsightsConfig", _MODEL, _TABLE, Key("--output", "output", "DIR"), _SAMPLE, Key("--projection", "projection")
 )
@@ -371,6 +382,14 @@ SUBCOMMANDS = (
         _featurize_flags,
         "conf/featurize.yaml",
         "example:\n  imgfeat featurize --input s3://bucket/photos --table warehouse/embeddings --featurizer resnet50",
+    ),
+    Subcommand(
+        "rehash",
+        "fill the perceptual hash (near-copy key) of rows featurized before the table stored it",
+        _rehash,
+        _rehash_flags,
+        "conf/featurize.yaml",
+        "example:\n  imgfeat rehash --table warehouse/embeddings      # one new table version; reruns add nothing",
     ),
     Subcommand(
         "train",

@@ -89,7 +89,8 @@ def _position(seed: int) -> Column:
 def grouped_images(rows: DataFrame) -> int:
     """Images of `with_split`'s rows that share their group with another image."""
     sizes = rows.groupBy(GROUP).count().where(F.col("count") > 1)
-    return int(sizes.agg(F.sum("count")).first()[0] or 0)
+    total = sizes.agg(F.sum("count")).first()
+    return int(total[0] or 0) if total is not None else 0
 
 
 @dataclass

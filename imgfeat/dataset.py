@@ -362,8 +362,8 @@ def _check_counts(rows: DataFrame, task: str, classes: Sequence[str], cfg: Train
 
 def _check_classes_in_folds(rows: DataFrame, classes: Sequence[str], folds: int) -> None:
     """Every class needs `folds` non-test images, spread over at least two folds: a class whose
-    images all hash into one fold is missing from that fold's training rows, and its scores
-    would measure a model that never saw the class."""
+    images all sit in one fold (one group of copies: the split never cuts it) is missing from
+    that fold's training rows, and its scores would measure a model that never saw the class."""
     in_folds = (
         rows.where(F.col(_SPLIT) != "test")
         .groupBy(_LABEL)
@@ -379,9 +379,9 @@ def _check_classes_in_folds(rows: DataFrame, classes: Sequence[str], folds: int)
             )
         if len(where) < 2:
             raise InputError(
-                f"class {name!r}: all {n} non-test images fall in fold {where[0]} (folds follow a hash of the "
-                f"image bytes), so that fold's model would never see the class: label more images of it, "
-                "lower split.folds or change split.seed"
+                f"class {name!r}: all {n} non-test images fall in fold {where[0]} (they are copies of each other, "
+                f"kept together), so that fold's model would never see the class: label more images of it, "
+                "or lower split.folds"
             )
 
 

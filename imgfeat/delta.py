@@ -249,7 +249,7 @@ def commit(
     spark: SparkSession,
     staged: str,
     table: str,
-    partition: str,
+    partition: str | None,
     run_id: str,
     metadata: Mapping[str, object],
     *,
@@ -258,7 +258,8 @@ def commit(
     """Publish the staged rows of one run as exactly one table version (or none).
 
     Every staged row has `partition` in the contract's partition column (for
-    the embeddings table: the featurizer), which narrows the merge to it.
+    the embeddings table: the featurizer), which narrows the merge to it; None:
+    the rows span partitions (a rehash of the whole table).
     `metadata` is stored in the commit under `imgfeat.*` keys (JSON values).
     Raises `ConflictError` if a concurrent run committed overlapping rows first:
     nothing of this run is then in the table, and a rerun completes the work.
@@ -447,13 +448,13 @@ def _staged_reader(staged: str, schema: pa.Schema) -> tuple[pa.RecordBatchReader
     return pa.RecordBatchReader.from_batches(schema, batches), rows
 
 
-def _merge_predicate(contract: Contract, partition: str) -> str:
-    """Key equality, narrowed to the run's partition."""
+def _merge_predicate(contract: Contract, partition: str | None) -> str:
+    """Key equality, narrowed to the run's partition (if it has one)."""
     key = " AND ".join(f"t.{k} = s.{k}" for k in contract.key)
-    return f"{key} AND t.{contract.partition_by[0]} = '{_sql_str(partition)}'"
+    return key if partition is None else f"{key} AND t.{contract.partition_by[0]} = '{_sql_str(partition)}'"
 
 
-def _replace_predicate(staged: str, contract: Contract, partition: str) -> str:
+def _replace_predicate(staged: str, contract: Contract, partition: str | None) -> str:
     """The rows a run replaces: its partition, and exactly the keys it staged.
 
     The key's first column other than the partition (`path`) is listed with
@@ -472,11 +473,11 @@ def _replace_predicate(staged: str, contract: Contract, partition: str) -> str:
         listing = ", ".join(sorted({_sql_literal(v) for v in members}))
         terms.append(" AND ".join([f"{listed} IN ({listing})", *map(_sql_equals, others, values)]))
     either = terms[0] if len(terms) == 1 else " OR ".join(f"({t})" for t in terms)
-    return f"{part} = {_sql_literal(partition)} AND ({either})"
+    return f"({either})" if partition is None else f"{part} = {_sql_literal(partition)} AND ({either})"
 
 
 def _commit_deltars(
-    staged: str, table: str, partition: str, run_id: str, meta: dict[str, str], contract: Contract
+    staged: str, table: str, partition: str | None, run_id: str, meta: dict[str, str], contract: Contract
 ) -> Commit:
     from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
     from deltalake.exceptions import CommitFailedError, DeltaError
@@ -553,7 +554,7 @@ def _spark_table_exists(spark: SparkSession, table: str) -> bool:
 
 
 def _commit_spark(
-    spark: SparkSession, staged: str, table: str, partition: str, meta: dict[str, str], contract: Contract
+    spark: SparkSession, staged: str, table: str, partition: str | None, meta: dict[str, str], contract: Contract
 ) -> Commit:
     source = spark.read.parquet(staged)
     if source.isEmpty():

@@ -12,10 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from imgfeat import delta, finetune
+from imgfeat import cv, delta, finetune
 from imgfeat.cli import main
 from imgfeat.config import FeaturizeConfig, FinetuneConfig, SplitConfig, TrainConfig, load_config
-from imgfeat.cv import fold_column, split_column
 from imgfeat.dev.samples import spark_path, write_labeled_photos
 from imgfeat.featurize import prepare_path
 from imgfeat.featurizers import load_featurizer, resolve_featurizer
@@ -86,15 +85,13 @@ def test_fine_tuning_sees_only_the_train_split_and_skips_undecodable_images(spar
     with list_images(spark, str(root), ["jpg"]) as listing:
         plan = finetune.plan(spark, cfg, listing.frame, listing.count)
 
-    # The split `imgfeat train` computes (same seed, same hash of the bytes), independently.
+    # The split `imgfeat train` computes (the one split function, same seed), independently.
     hashes = {spark_path(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-    frame = spark.createDataFrame(list(hashes.items()), ["path", "content_sha256"])
-    seven = SplitConfig(seed=7)
-    split = {
-        r.path: "test" if r.s == "test" else ("validation" if r.fold == 0 else "train")
-        for r in frame.select("path", split_column(seven).alias("s"), fold_column(seven).alias("fold")).collect()
-    }
     labeled_ok = {spark_path(p) for p in files if p.parent != root and p.name != "broken.jpg"}
+    split = {
+        path: "test" if s == "test" else ("validation" if fold == 0 else "train")
+        for path, (s, fold) in _split_of(spark, sorted(labeled_ok), SplitConfig(seed=7)).items()
+    }
     trained = {p for p, _ in plan.train}
     assert trained == {p for p in labeled_ok if split[p] == "train"}  # folds 1..k-1 of the non-test images
     assert {p for p, _ in plan.validation} == {p for p in labeled_ok if split[p] == "validation"}  # fold 0
@@ -106,6 +103,18 @@ def test_fine_tuning_sees_only_the_train_split_and_skips_undecodable_images(spar
     assert plan.counts["skipped_decode_error"] == 1 and "broken.jpg" in plan.skipped_examples[0]
     assert plan.counts["unlabeled"] == 1
     assert plan.counts["train"] + plan.counts["validation"] + plan.counts["test_held_out"] == len(labeled_ok)
+
+
+def _split_of(spark, paths: list[str], split: SplitConfig, label=lambda p: p.split("/")[-2]) -> dict[str, tuple]:
+    """path → (split, fold) as `cv.with_split` puts the images (hashed as fine-tuning hashes them)."""
+    checker = load_featurizer(resolve_featurizer(finetune.CHECKER))
+    classes = sorted({label(p) for p in paths})
+    rows = []
+    for p in paths:
+        prepared = prepare_path(p, checker, 10**8)
+        rows.append((p, prepared.content_sha256, prepared.phash, float(classes.index(label(p)))))
+    frame = spark.createDataFrame(rows, "path string, content_sha256 string, phash bigint, label_index double")
+    return {r.path: (r.split, r.fold) for r in cv.with_split(frame, split, stratify=True).collect()}
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2
@@ -147,16 +156,28 @@ def test_bad_input_is_one_line_and_exit_2_before_training(spark, photos, tmp_pat
 
 
 def test_a_class_missing_from_the_trained_folds_is_one_line_exit_2(spark, photos, tmp_path, capsys):
-    """A class whose images all hash into fold 0 (validation) would never be learned."""
-    files = sorted(photos.rglob("*.jpg"))
-    shas = spark.createDataFrame(
-        [(spark_path(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in files], "path string, content_sha256 string"
+    """A class whose only non-test image is in fold 0 (validation) would never be learned."""
+    files = sorted(p for p in photos.rglob("*.jpg"))
+    rare = spark_path(files[0])
+
+    def label(p: str) -> str:
+        return "rare" if p == rare else p.split("/")[-2]
+
+    # A one-image class sits where the seed's rotation of its stratum ("2.0": brick, grass, rare) puts the
+    # middle of its one image; fold 0 of the non-test images is [0.1, 0.2) with a test share of 0.1.
+    from pyspark.sql import functions as F
+
+    turns = spark.range(200).select(
+        "id", (F.pmod(F.xxhash64(F.col("id").cast("int"), F.lit("2.0")), F.lit(1_000_000)) / 1_000_000).alias("t")
     )
-    in_fold_0 = [r.path for r in shas.withColumn("fold", fold_column(SplitConfig())).where("fold = 0").collect()][:2]
-    labels = _only(tmp_path, [(spark_path(p), "rare" if spark_path(p) in in_fold_0 else p.parent.name) for p in files], "rare.csv")
+    seed = next(r.id for r in turns.orderBy("id").collect() if 0.1 <= (0.5 + r.t) % 1 < 0.2)
+    split = SplitConfig(seed=seed, test=0.1)
+    assert _split_of(spark, [spark_path(p) for p in files], split, label)[rare] == ("train", 0)
+    labels = _only(tmp_path, [(spark_path(p), label(spark_path(p))) for p in files], "rare.csv")
     argv = ["finetune", "--input", str(photos), "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-            "--set", f"labels.source={labels}", "--set", "labels.label=y"]
-    assert in_fold_0 and main(argv) == 2
+            "--set", f"labels.source={labels}", "--set", "labels.label=y", "--set", f"split.seed={seed}",
+            "--set", "split.test=0.1"]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "class 'rare' has no images in the folds fine-tuning trains on" in err[0], err
 

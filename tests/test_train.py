@@ -69,27 +69,6 @@ def test_a_tabular_column_with_signal_improves_the_metric(spark, trainset, tmp_p
     assert with_cols.metrics["xgboost"]["rmse"] < without.metrics["xgboost"]["rmse"]
 
 
-def test_split_and_folds_are_by_content_hash_so_duplicates_never_straddle(spark):
-    from pyspark.sql import functions as F
-
-    rng = np.random.default_rng(1)
-    shas = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex() for _ in range(3000)]
-    rows = [(f"/a/{i}.jpg", s) for i, s in enumerate(shas)] + [(f"/copy/{i}.jpg", s) for i, s in enumerate(shas)]
-    frame = spark.createDataFrame(rows, "path string, content_sha256 string").repartition(7)
-    split = SplitConfig(test=0.2, folds=4, seed=0)
-    marked = frame.withColumn("split", cv.split_column(split)).withColumn("fold", cv.fold_column(split))
-    by_bytes = marked.groupBy("content_sha256").agg(
-        F.countDistinct("split").alias("splits"), F.countDistinct(F.coalesce("fold", F.lit(-1))).alias("folds")
-    )
-    assert by_bytes.where("splits > 1 or folds > 1").count() == 0  # a copy sits with its original
-    assert marked.where("(split = 'test') != (fold is null)").count() == 0  # folds divide the non-test rows
-    shares = {r["g"]: r["count"] / len(rows) for r in marked.groupBy(F.coalesce(F.col("fold").cast("string"), "split").alias("g")).count().collect()}
-    assert set(shares) == {"test", "0", "1", "2", "3"}
-    assert abs(shares["test"] - 0.2) < 0.03 and all(abs(shares[str(i)] - 0.2) < 0.03 for i in range(4))
-    reseeded = frame.withColumn("fold", cv.fold_column(SplitConfig(seed=1, folds=4)))
-    assert reseeded.join(marked, ["path", "content_sha256"]).where(reseeded.fold != marked.fold).count() > 0
-
-
 def test_folds_train_on_the_other_folds_and_the_refit_on_every_non_test_row(spark):
     """Root cover of a squared-error tree = rows it was grown on (hessian 1 per row)."""
     from pyspark.sql import functions as F
@@ -101,7 +80,8 @@ def test_folds_train_on_the_other_folds_and_the_refit_on_every_non_test_row(spar
     frame = spark.createDataFrame(
         [(f"{i:064x}", [float(v) for v in row], float(t)) for i, (row, t) in enumerate(zip(x, y, strict=True))],
         "content_sha256 string, features array<float>, label_index double",
-    ).withColumn("split", cv.split_column(split)).withColumn("fold", cv.fold_column(split)).cache()
+    )
+    frame = cv.with_split(frame, split, stratify=False).cache()
     rest = frame.where(F.col("split") != "test").count()
     seen = []
 
@@ -143,21 +123,19 @@ def test_fewer_images_of_a_class_than_folds_is_one_clear_error(spark, trainset):
         train(spark, _cfg(trainset.table, "split.folds=30", "baselines.raw_pixels=false"))
 
 
-def test_a_class_whose_images_all_hash_into_one_fold_is_one_clear_error(spark, trainset, tmp_path):
-    """That fold's model would never see the class: its fold scores would be meaningless."""
-    from imgfeat.delta import read_table
+def test_a_class_whose_images_are_all_one_group_of_copies_is_one_clear_error(spark):
+    """Its copies stay in one fold, so that fold's model would never see the class: its scores would be meaningless."""
+    from imgfeat.dataset import _check_classes_in_folds
 
-    split = SplitConfig(folds=2)
-    rows = (read_table(spark, trainset.table).where("featurizer = 'efficientnet_lite0' and status = 'ok'")
-            .withColumn("fold", cv.fold_column(split)).select("path", "fold").collect())
-    in_fold_0 = [r.path for r in rows if r.fold == 0][:3]
-    labels = tmp_path / "labels.csv"
-    with open(labels, "w", newline="") as f:
-        csv.writer(f).writerows([("path", "y"), *((r.path, "rare" if r.path in in_fold_0 else r.path.split("/")[-2])
-                                                  for r in rows)])
-    cfg = _cfg(trainset.table, "split.folds=2", "baselines.raw_pixels=false", f"labels.source={labels}", "labels.label=y")
-    with pytest.raises(InputError, match="class 'rare': all 3 non-test images fall in fold 0"):
-        train(spark, cfg)
+    rows = [(f"/a/{i}.jpg", f"{i:064x}", float(i % 2)) for i in range(40)]
+    rows += [(f"/rare/{i}.jpg", "f" * 64, 2.0) for i in range(3)]  # three byte-identical copies
+    frame = spark.createDataFrame(rows, "path string, content_sha256 string, label_index double")
+    for seed in range(10):  # the first seed that puts the copies in a fold, not in test
+        marked = cv.with_split(frame, SplitConfig(folds=2, seed=seed), stratify=True)
+        if marked.where("label_index = 2 and split = 'train'").count():
+            break
+    with pytest.raises(InputError, match="class 'rare': all 3 non-test images fall in fold"):
+        _check_classes_in_folds(marked, ("a", "b", "rare"), folds=2)
 
 
 def test_the_removed_validation_share_is_a_clear_config_error():
