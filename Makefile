@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.imgfeat-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser test test-fast demo bench bench-commit lint clean cluster-up cluster-down
+.PHONY: setup browser test test-fast demo bench bench-commit bench-scale bench-gpu-check lint clean cluster-up cluster-down
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Creates .venv and installs imgfeat (editable) with its dev extra, and the
@@ -41,6 +41,18 @@ bench: setup
 # bench/out/commit, ~5.5 GB; the first run builds them, minutes).
 bench-commit: setup
 	$(BIN)/python bench/commit.py
+
+# The costs that grow with the table: listing + anti-join with 1 % new files, the
+# commit, near-duplicate search, train's read and fold fits on a sample; a synthetic
+# 1M-row table (SCALE_ARGS=--ten-million for 10M, --rows N for any size), cached in
+# bench/out/commit/scale. bench/README.md ("Scale") records it and extrapolates.
+SCALE_ARGS ?=
+bench-scale: setup
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
+
+# bench/gpu.sh on this machine's CPU with 8 photos: checks the GPU script runs.
+bench-gpu-check: setup
+	bench/gpu.sh --cpu-check
 
 # A Spark standalone cluster on 127.0.0.1 (master :7077, UI :8080, 2 workers x
 # 1 core, 2g) from the venv's pyspark; PIDs and logs in $TMPDIR/imgfeat-cluster.

@@ -42,12 +42,13 @@ from imgfeat.schema import TABLE_ARROW_SCHEMA
 
 FEATURIZER = "efficientnet_lite0"
 DIM = 1280
+FINGERPRINT = "f" * 16
 CHUNK = 10_000  # rows generated and written at a time: ~50 MB of embeddings
 
 
-def synthetic_rows(start: int, stop: int, tag: str, seed: int) -> pa.RecordBatch:
+def synthetic_rows(start: int, stop: int, tag: str, seed: int, fingerprint: str = FINGERPRINT) -> pa.RecordBatch:
     """Rows `start..stop` of a synthetic run: random-looking paths (a hash of
-    the index), random unit-free float32 embeddings, all `ok`."""
+    the index), random unit-free float32 embeddings and perceptual hashes, all `ok`."""
     n = stop - start
     names = [hashlib.sha1(f"{tag}-{i}".encode()).hexdigest() for i in range(start, stop)]
     rng = np.random.default_rng([seed, start])
@@ -60,21 +61,24 @@ def synthetic_rows(start: int, stop: int, tag: str, seed: int) -> pa.RecordBatch
         "length": pa.array(np.full(n, 123_456, dtype=np.int64)),
         "modification_time": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
         "featurizer": pa.array([FEATURIZER] * n),
-        "featurizer_fingerprint": pa.array(["f" * 16] * n),
+        "featurizer_fingerprint": pa.array([fingerprint] * n),
         "embedding": pa.ListArray.from_arrays(offsets, values),
         "dim": pa.array(np.full(n, DIM, dtype=np.int32)),
         "status": pa.array(["ok"] * n),
         "error": pa.nulls(n, pa.string()),
         "width": pa.array(np.full(n, 640, dtype=np.int32)),
         "height": pa.array(np.full(n, 480, dtype=np.int32)),
+        "phash": pa.array(rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)),
         "run_id": pa.array([tag] * n),
         "featurized_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
     }
-    return pa.RecordBatch.from_pydict(columns).cast(TABLE_ARROW_SCHEMA)
+    return pa.RecordBatch.from_pydict({name: columns[name] for name in TABLE_ARROW_SCHEMA.names}).cast(
+        TABLE_ARROW_SCHEMA
+    )
 
 
-def base_table(out: Path, rows: int) -> Path:
-    """The cached table of `rows` rows, built in chunks the first time."""
+def base_table(out: Path, rows: int, fingerprint: str = FINGERPRINT) -> Path:
+    """The cached table of `rows` rows, built in chunks the first time (`out/base-<rows>`)."""
     path = out / f"base-{rows}"
     if DeltaTable.is_deltatable(str(path)):
         return path
@@ -83,7 +87,7 @@ def base_table(out: Path, rows: int) -> Path:
 
     def chunks() -> Iterator[pa.RecordBatch]:
         for start in range(0, rows, CHUNK):
-            yield synthetic_rows(start, min(start + CHUNK, rows), "base", seed=0)
+            yield synthetic_rows(start, min(start + CHUNK, rows), "base", seed=0, fingerprint=fingerprint)
 
     reader = pa.RecordBatchReader.from_batches(TABLE_ARROW_SCHEMA, chunks())
     write_deltalake(str(path), reader, mode="error", partition_by=list(delta.EMBEDDINGS.partition_by))
@@ -105,12 +109,12 @@ def copy_table(base: Path, dest: Path) -> None:
                 os.link(src, dst)
 
 
-def stage_run(table: Path, run_id: str, new: int, changed: list[str]) -> str:
+def stage_run(table: Path, run_id: str, new: int, changed: list[str], fingerprint: str = FINGERPRINT) -> str:
     """A run's rows staged the way `delta.stage` leaves them: `new` new images,
     plus new bytes for the existing paths `changed`."""
     staged = Path(delta.staging_path(str(table), run_id))
     staged.mkdir(parents=True)
-    batch = synthetic_rows(0, new + len(changed), run_id, seed=1)
+    batch = synthetic_rows(0, new + len(changed), run_id, seed=1, fingerprint=fingerprint)
     if changed:
         paths = batch.column("path").to_pylist()[:new] + changed
         batch = batch.set_column(0, "path", pa.array(paths))
@@ -118,7 +122,9 @@ def stage_run(table: Path, run_id: str, new: int, changed: list[str]) -> str:
     return str(staged)
 
 
-def time_commit(base: Path, work: Path, rows: int, new: int, changed: int, run_id: str) -> float:
+def time_commit(
+    base: Path, work: Path, rows: int, new: int, changed: int, run_id: str, fingerprint: str = FINGERPRINT
+) -> float:
     """Seconds `delta.commit` takes to land one run on a fresh copy of `base`."""
     copy_table(base, work)
     before = DeltaTable(str(work))
@@ -126,7 +132,7 @@ def time_commit(base: Path, work: Path, rows: int, new: int, changed: int, run_i
     if changed:  # spread over the table: each in its own file, where there are enough files
         paths = before.to_pyarrow_dataset().to_table(columns=["path"]).column("path")
         existing = [paths[i].as_py() for i in range(0, rows, rows // changed)][:changed]
-    staged = stage_run(work, run_id, new, existing)
+    staged = stage_run(work, run_id, new, existing, fingerprint)
     started = time.monotonic()
     result = delta.commit(None, staged, str(work), FEATURIZER, run_id, {"bench": "commit"})
     seconds = time.monotonic() - started
