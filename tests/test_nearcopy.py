@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def planted(tmp_path_factory) -> tuple[Path, list[tuple[str, str]]]:
     """Labeled photos, plus planted copies of three of them (every kind but the 5 % crop, which
     moves up to 12 bits on these small tiles: bench/README.md) and one byte-identical copy.
     Returns the folder and the (original, copy) pairs as Spark lists the paths."""
-    root = write_labeled_photos(tmp_path_factory.mktemp("planted"), classes=CLASSES, per_class=8)
+    root = write_labeled_photos(tmp_path_factory.mktemp("planted"), classes=CLASSES, per_class=6)
     pairs = []
     for original in (root / "cat" / "cat_0001.jpg", root / "coffee" / "coffee_0002.jpg", root / "rocket" / "rocket_0003.jpg"):
         for kind in KINDS:
@@ -82,29 +81,37 @@ def test_bands_cover_the_hash_so_every_pair_within_the_distance_shares_one():
         assert [s for s, _ in cut] == list(itertools.accumulate([0] + [w for _, w in cut][:-1]))
 
 
-def test_the_search_lists_every_planted_copy_and_no_distinct_photo(spark, planted):
-    root, pairs = planted
-    rows = spark.createDataFrame(_hashed_rows(root), "path string, content_sha256 string, phash bigint, label_index double")
+@pytest.fixture(scope="module")
+def planted_rows(spark, planted):
+    """The planted set's rows as featurize would store them (path, content_sha256, phash) plus label_index."""
+    hashed = _hashed_rows(planted[0])
+    rows = spark.createDataFrame(hashed, "path string, content_sha256 string, phash bigint, label_index double").cache()
+    yield rows, {r[0]: r[2] for r in hashed}
+    rows.unpersist()
+
+
+def test_the_search_lists_every_planted_copy_and_no_distinct_photo(planted, planted_rows):
+    pairs = planted[1]
+    rows, hashes = planted_rows
     found = {(r.path_a, r.path_b): r.distance for r in nearcopy.near_pairs(rows, "path", DISTANCE).collect()}
     groups: dict[str, set[str]] = {}
     for original, copy in pairs:
         groups.setdefault(original, {original}).add(copy)
     expected = {tuple(sorted(p)) for g in groups.values() for p in itertools.combinations(g, 2)}
     assert set(found) == expected  # every copy (with its original and its fellow copies), nothing else
-    hashes = {r[0]: r[2] for r in _hashed_rows(root)}
     assert all(d == nearcopy.hamming(hashes[a], hashes[b]) for (a, b), d in found.items())
     exact = {(r.path_a, r.path_b) for r in nearcopy.exact_pairs(rows, "path").collect()}
     assert exact == {tuple(sorted(pairs[-1]))}
 
 
-def test_copies_share_their_originals_split_and_fold(spark, planted):
-    root, pairs = planted
-    rows = spark.createDataFrame(_hashed_rows(root), "path string, content_sha256 string, phash bigint, label_index double")
-    for seed in range(4):  # a copy beside its original, whichever way the groups fall
-        marked = {r.path: (r.split, r.fold) for r in cv.with_split(rows, SplitConfig(folds=3, seed=seed), True).collect()}
-        assert all(marked[a] == marked[b] for a, b in pairs), seed
-    grouped = cv.with_split(rows, SplitConfig(folds=3), True)
-    assert cv.grouped_images(grouped) == len(pairs) + 4  # each copy, and each of the 4 originals
+def test_copies_share_their_originals_split_and_fold(planted, planted_rows):
+    pairs, (rows, _) = planted[1], planted_rows
+    for seed in (0, 1):  # a copy beside its original, whichever way the groups fall
+        marked = cv.with_split(rows, SplitConfig(folds=3, seed=seed), True).cache()
+        where = {r.path: (r.split, r.fold) for r in marked.collect()}
+        assert all(where[a] == where[b] for a, b in pairs), seed
+        assert cv.grouped_images(marked) == len(pairs) + 4  # each copy, and each of the 4 originals
+        marked.unpersist()
     without = cv.with_split(rows.drop("phash"), SplitConfig(folds=3), True)
     assert cv.grouped_images(without) == 2  # by bytes alone: the byte-identical pair only
 
@@ -128,3 +135,47 @@ def test_folds_and_test_are_stratified_within_one_image_and_repeatable(spark):
     other = {r.path: r.fold for r in cv.with_split(frame, SplitConfig(test=0.2, folds=4, seed=4), True).collect()}
     assert other != {p: f for p, (_, f) in again.items()}
     marked.unpersist()
+
+
+def test_a_table_without_phash_still_appends_and_rehash_fills_it_in_one_commit(spark, photos, tmp_path):
+    """A table written before the column (its old schema, by delta-rs) takes a run's rows through
+    the writer (the column merged in, one version); `imgfeat rehash` then hashes its old ok rows
+    from their files, as one version across featurizers."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from imgfeat import delta
+    from imgfeat.config import FeaturizeConfig, load_config
+    from imgfeat.rehash import file_phash
+    from imgfeat.runs import rehash_run
+    from imgfeat.schema import TABLE_ARROW_SCHEMA, TABLE_SPARK_SCHEMA
+
+    files = [*sorted(photos.glob("*.jpg"))[:3], tmp_path / "gone.jpg"]  # the last one's file is gone
+    now = datetime.now(timezone.utc)
+
+    def row(i: int, path: Path, featurizer: str, phash: int | None) -> dict:
+        return {"path": spark_path(path), "content_sha256": f"{i:064x}", "length": 1, "modification_time": now,
+                "featurizer": featurizer, "featurizer_fingerprint": featurizer, "embedding": [0.0], "dim": 1,
+                "status": "ok", "error": None, "width": 1, "height": 1, "phash": phash, "run_id": "r",
+                "featurized_at": now}
+
+    old = pa.schema([f for f in TABLE_ARROW_SCHEMA if f.name != "phash"])
+    table = str(tmp_path / "table")
+    rows = [row(i, p, "a" if i % 2 else "b", None) for i, p in enumerate(files)]
+    write_deltalake(table, pa.Table.from_pylist(rows, schema=old), partition_by=["featurizer"])
+
+    new = spark.createDataFrame([row(9, photos / "chelsea.png", "a", 42)], TABLE_SPARK_SCHEMA)
+    assert delta.commit(spark, delta.stage(new, table, "run"), table, "a", "run", {}).version == 1
+    stored = {r.path: r.phash for r in delta.read_table(spark, table).collect()}
+    assert stored == {**{spark_path(p): None for p in files}, spark_path(photos / "chelsea.png"): 42}
+
+    cfg = load_config(FeaturizeConfig, overrides=["tracking.enabled=false"], table=table)
+    done = rehash_run(cfg, spark)
+    assert (done.filled, done.unreadable, done.version) == (3, 1, 2)  # both featurizers' rows: one version
+    stored = {r.path: r.phash for r in delta.read_table(spark, table).collect()}
+    hashes = {spark_path(p): file_phash(str(p), 10**8) for p in files}  # None for the gone file
+    assert stored == {**hashes, spark_path(photos / "chelsea.png"): 42} and list(hashes.values()).count(None) == 1
+    again = rehash_run(cfg, spark)
+    assert (again.filled, again.committed, DeltaTable(table).version()) == (0, False, 2)  # nothing left to do
