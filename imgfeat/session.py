@@ -118,14 +118,18 @@ def ship_package(spark: SparkSession) -> Path | None:
     driver's copy too, so driver and executors never run two versions.
     """
     sc = spark.sparkContext
-    if is_local(sc.master) or "DATABRICKS_RUNTIME_VERSION" in os.environ or not _package_dir().is_dir():
+    local = is_local(sc.master or "local")
+    if (
+        local
+        or "DATABRICKS_RUNTIME_VERSION" in os.environ
+        or not _package_dir().is_dir()
+        or sc.applicationId in _SHIPPED
+    ):
         return None
-    if sc.applicationId not in _SHIPPED:
-        archive = package_zip()
-        sc.addPyFile(str(archive))
-        _SHIPPED.add(sc.applicationId)
-        return archive
-    return None
+    archive = package_zip()
+    sc.addPyFile(str(archive))
+    _SHIPPED.add(sc.applicationId)
+    return archive
 
 
 def _package_dir() -> Path:
