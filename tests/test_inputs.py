@@ -4,6 +4,7 @@ featurized into the same rows a folder of the same images gives."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import shutil
 import struct
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 from PIL import Image
 
 from imgfeat import dataset
@@ -83,9 +85,17 @@ def test_csv_of_relative_paths_and_parquet_table(spark, images, tmp_path):
     for name in names:
         _assert_embeds(rows[f"file:{images / name}"], (images / name).read_bytes())
 
-    again = _featurize(spark, images / "records.csv", table, "image_columns=[front,back]")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = ("image_columns=[front,back]", "tracking.enabled=true", f"tracking.uri={store}")
+    again = _featurize(spark, images / "records.csv", table, *tracked)
     folder = _featurize(spark, images, table)  # the same images as a folder: the same keys, nothing new
     assert (again.featurized, again.committed, folder.featurized, folder.committed) == (0, False, 0, False)
+    # The run names its input table and the hash of its bytes as an MLflow dataset (lineage).
+    digest = hashlib.sha256((images / "records.csv").read_bytes()).hexdigest()[:16]
+    logged = MlflowClient(store).get_run(again.run_id).inputs.dataset_inputs
+    contexts = [{t.key: t.value for t in d.tags}.get("mlflow.data.context") for d in logged]
+    found = [(d.dataset.name, d.dataset.digest, c) for d, c in zip(logged, contexts, strict=True)]
+    assert ("records.csv", digest, "source") in found
 
     # Labels from the input table itself (item 4): the same resolution, so every image joins its row.
     frame = read_table(spark, str(table))

@@ -23,6 +23,7 @@ from imgfeat.config import RetrainPolicy
 from imgfeat.dev.samples import write_labeled_photos
 from imgfeat.errors import ConflictError
 from imgfeat.runs import nightly_run
+from imgfeat.runs.nightly import _check_score_input
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +118,15 @@ def test_nightly_refused_while_the_lock_is_held(tmp_path, capsys):
     assert re.search(rf"held by pid {os.getpid()} on {re.escape(socket.gethostname())} since .*other-run", err)
     assert held["run_id"] == "other-run"  # the refused run left the lock alone
     assert sorted(p.name for p in table.iterdir()) == []  # and wrote nothing; the lock is released
+
+
+def test_a_zip_or_table_input_needs_a_folder_for_the_score_step(tmp_path, capsys):
+    argv = ["nightly", "--config", str(REPO / "conf" / "nightly.yaml"), "--table", str(tmp_path / "emb")]
+    code = main([*argv, "--input", str(tmp_path / "photos.zip")])
+    assert code == 2 and "set score.input to the images' folder" in capsys.readouterr().err
+    assert not (tmp_path / "emb").exists()  # refused before the lock or any step
+    elsewhere = nightly_config(build_parser().parse_args([*argv, "--input", "t.csv", "--set", f"score.input={tmp_path}"]))
+    _check_score_input(elsewhere)  # a folder to score: accepted
 
 
 def _write_lock(table: Path, **owner) -> None:

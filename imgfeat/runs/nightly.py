@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from imgfeat import delta, nightly, promotion, tracking
+from imgfeat import delta, inputs, nightly, promotion, tracking
 from imgfeat.config import NightlyConfig, TrainConfig
 from imgfeat.errors import ConfigError, InputError
 from imgfeat.runs.featurize import FeaturizeSummary, featurize_run
@@ -86,6 +86,8 @@ def nightly_run(
     steps = tuple(s for s in NIGHTLY_STEPS if s in steps)
     if "train" in steps and not (cfg.train.tracking.enabled and cfg.train.model_name):
         raise ConfigError("nightly train needs tracking.enabled and train.model_name: score uses the registered model")
+    if "score" in steps:
+        _check_score_input(cfg)
     table = cfg.featurize.table
     summary = NightlySummary(uuid.uuid4().hex, table, steps)
     command = f"imgfeat nightly --step {' --step '.join(steps)}"
@@ -103,6 +105,18 @@ def nightly_run(
             if parent:
                 tracking.log_dict(summary.as_dict(), "nightly.json")
     return summary
+
+
+def _check_score_input(cfg: NightlyConfig) -> None:
+    """Score reads folders of images: a table or zip `featurize.input` (which `score.input`
+    defaults to) needs `score.input` set, said before the lock is taken and any step runs."""
+    given = cfg.score.input
+    kind = inputs.input_kind(given) if given else "images"
+    if kind != "images":
+        raise ConfigError(
+            f"nightly score: score.input {given} is a {kind} input, and score reads folders of images; "
+            "set score.input to the images' folder, or run --step featurize --step train"
+        )
 
 
 def _nightly_maintain(cfg: NightlyConfig, spark: SparkSession, featurizer: str) -> delta.Upkeep:
