@@ -36,6 +36,7 @@ from imgfeat.readers import (
     ReadLimits,
     Refused,
     TooLarge,
+    filesystem,
     local_path,
     open_remote,
     read_capped,
@@ -205,9 +206,7 @@ def _version(archive: str, limits: ReadLimits) -> Any:
     if local is not None:
         st = os.stat(local)
         return st.st_mtime_ns, st.st_size
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(archive)
+    fs, path = filesystem(archive, limits)
     info = retried(lambda: fs.info(path), limits)
     return tuple(str(info.get(k)) for k in ("size", "ETag", "mtime", "LastModified", "last_modified"))
 

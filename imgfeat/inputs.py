@@ -13,6 +13,7 @@ featurize or write.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -23,7 +24,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imgfeat import archive
+from imgfeat import archive, sources
 from imgfeat.errors import InputError
 from imgfeat.readers import DEFAULT_LIMITS, ReadLimits, local_path
 from imgfeat.sources import LISTING_COLUMNS, Listing, stat_rows
@@ -47,6 +48,17 @@ def input_kind(uri: str, given: str = "auto") -> str:
     if name.endswith((".parquet", ".pq")):
         return "parquet"
     return "delta" if _has_delta_log(uri) else "images"
+
+
+def check_input(uri: str, kind: str, extensions: Sequence[str]) -> None:
+    """Fail fast, before Spark starts: a folder of images as `sources.check_input` does; a local
+    table or archive that does not exist (a Delta table folder holds no images, so it is not walked)."""
+    if kind == "images":
+        sources.check_input(uri, extensions)
+        return
+    local = local_path(uri)
+    if local is not None and not os.path.exists(local):
+        raise InputError(f"input path does not exist: {uri}")
 
 
 def table_format(uri: str, given: str = "auto") -> str:
@@ -149,8 +161,6 @@ def archive_table(uri: str, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[pd.Dat
 def source_digest(uri: str, limits: ReadLimits) -> str:
     """A short content hash of a table or archive file (sha256 of its bytes, first 16 hex),
     or of a remote one's size and time; what the featurize run records as its input's version."""
-    import hashlib
-
     local = local_path(uri)
     digest = hashlib.sha256()
     if local is not None and os.path.isfile(local):

@@ -1,10 +1,11 @@
 """Reading one file's bytes, and stating one path, wherever it lives.
 
-Owns: telling a local file from a remote URI (`local_path`), reading a local
-file or a remote object (http(s), s3, abfss, gs, dbfs ...: fsspec) with a
-timeout, bounded retries and a byte cap (`read_file`), a path's (modification
-time, size) (`stat`), and the row status a read failure becomes
-(`read_status`). Must not: list inputs, open archives, decode, or use Spark.
+Owns: telling a local file from a remote URI (`local_path`), the fsspec
+filesystem of a remote one with a timeout on its requests (`filesystem`),
+reading a local file or a remote object (http(s), s3, abfss, gs, dbfs ...)
+with bounded retries and a byte cap (`read_file`, `read_capped`, `retried`), a
+path's (modification time, size) (`stat`), and the row status a read failure
+becomes (`read_status`). Must not: list inputs, open archives, decode, or use Spark.
 
 Why a cap on every read: an input names whatever it likes (a URL that streams
 forever, a 10 GB file, a zip member that inflates without end); the cap makes
@@ -39,6 +40,7 @@ class ReadLimits:
 
 #: The limits of a read that names none (the config's defaults).
 DEFAULT_LIMITS = ReadLimits()
+_CHUNK = 2**20  # bytes asked of a stream at a time
 
 
 class TooLarge(OSError):
@@ -104,16 +106,24 @@ def read_file(path: str, limits: ReadLimits = DEFAULT_LIMITS) -> bytes:
 
 def open_remote(path: str, limits: ReadLimits) -> IO[bytes]:
     """A seekable binary file object over a remote object (for archives), with `limits`' timeout."""
-    fs, key = _filesystem(path, limits)
+    fs, key = filesystem(path, limits)
     return retried(lambda: fs.open(key, "rb"), limits)
 
 
 def read_capped(handle: IO[bytes], limits: ReadLimits, what: str) -> bytes:
-    """Read `handle` to its end, holding at most `limits.max_bytes` + 1 bytes; `TooLarge` past it."""
-    data = handle.read(limits.max_bytes + 1)
-    if len(data) > limits.max_bytes:
-        raise TooLarge(_too_large(what, limits))
-    return data
+    """Read `handle` to its end, holding at most `limits.max_bytes` + 1 bytes; `TooLarge` past it.
+
+    In chunks: a stream's `read(n)` may return fewer than n bytes before its end
+    (an HTTP body), and a file's `read(n)` would allocate n bytes up front.
+    """
+    chunks: list[bytes] = []
+    held = 0
+    while chunk := handle.read(min(_CHUNK, limits.max_bytes + 1 - held)):
+        chunks.append(chunk)
+        held += len(chunk)
+        if held > limits.max_bytes:
+            raise TooLarge(_too_large(what, limits))
+    return b"".join(chunks)
 
 
 def stat(path: str, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[pd.Timestamp | None, int]:
@@ -124,7 +134,7 @@ def stat(path: str, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[pd.Timestamp |
         if local is not None:
             st = os.stat(local)
             return pd.Timestamp(st.st_mtime_ns // 1_000_000, unit="ms", tz="UTC"), st.st_size
-        fs, key = _filesystem(path, limits)
+        fs, key = filesystem(path, limits)
         info = retried(lambda: fs.info(key), limits)
     except (OSError, ValueError):
         return None, 0
@@ -161,7 +171,7 @@ def _transient(exc: BaseException) -> OSError | None:
 
 
 def _read_remote(path: str, limits: ReadLimits) -> bytes:
-    fs, key = _filesystem(path, limits)
+    fs, key = filesystem(path, limits)
     streamed = {"block_size": 0} if fs.protocol[0] in ("http", "https") else {}  # one GET, no range requests
     with fs.open(key, "rb", **streamed) as handle:
         size = getattr(handle, "size", None)
@@ -170,7 +180,7 @@ def _read_remote(path: str, limits: ReadLimits) -> bytes:
         return read_capped(handle, limits, path)
 
 
-def _filesystem(path: str, limits: ReadLimits) -> tuple[Any, str]:
+def filesystem(path: str, limits: ReadLimits) -> tuple[Any, str]:
     """fsspec's filesystem for `path` with `limits.timeout_s` on every request it makes
     (http(s) through aiohttp, s3 through botocore; other stores keep their driver's own)."""
     import fsspec

@@ -2,9 +2,12 @@
 
 Owns: listing image files under a URI with Spark's `binaryFile` source
 (metadata only: path, size, modification time; no bytes; zero-byte files,
-which Spark's scans skip, are added back), the incremental
-filter against what the table already holds, and reading one file's bytes
-inside a worker. Must not: decode or featurize.
+which Spark's scans skip, are added back), the listing frame's shape
+(`Listing`, `stat_rows`: tables and archives are listed into it by
+`imgfeat.inputs`), the incremental filter against what the table already
+holds, and reading one listed image's bytes inside a worker (`read_bytes`: a
+file, a URL or a zip member, through `imgfeat.readers` and `imgfeat.archive`).
+Must not: decode or featurize.
 
 Why workers read the bytes themselves instead of taking binaryFile's
 `content` column: a file deleted or unreadable between listing and reading

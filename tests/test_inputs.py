@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -110,6 +110,11 @@ def test_csv_of_relative_paths_and_parquet_table(spark, images, tmp_path):
     parquet = _featurize(spark, tmp_path / "tables" / "t.parquet", table)
     assert (parquet.listed, parquet.counts) == (2, {"read_error": 1})
     assert "No such file" in _rows(table)[f"file:{missing}"]["error"]
+
+    # A Delta table of listings naming the images by absolute path: known, so nothing new.
+    write_deltalake(str(tmp_path / "listings"), pd.DataFrame({"image_url": [str(images / n) for n in names]}))
+    listings = _featurize(spark, tmp_path / "listings", table, "image_columns=[image_url]")
+    assert (listings.input_kind, listings.input_version, listings.listed, listings.featurized) == ("delta", "0", len(names), 0)
 
 
 class _Photos(SimpleHTTPRequestHandler):

@@ -92,11 +92,11 @@ def featurize_run(
     """
     uri = require_input(cfg.input)
     # What can be checked cheaply fails here, before Spark or MLflow start.
-    sources.check_input(uri, cfg.read.extensions)
+    kind = inputs.input_kind(uri, cfg.input_format)
+    inputs.check_input(uri, kind, cfg.read.extensions)
     delta.check_writable(cfg.table)
     spec = featurizer_spec(cfg)
-    images = inputs.input_kind(uri, cfg.input_format) == "images"
-    photos = sources.sample_local_files(uri, cfg.read.extensions, 6) if images else []
+    photos = sources.sample_local_files(uri, cfg.read.extensions, 6) if kind == "images" else []
     runtime = featurizer_runtime(cfg.featurizer, spec, cfg.spark, photos)
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
         spark = spark or get_spark(cfg.spark)
