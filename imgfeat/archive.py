@@ -93,12 +93,10 @@ def list_members(
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"cannot read archive {uri}: {exc}") from None
     with zf:
-        infos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
-        csvs = [n for n in infos if n.lower().endswith(".csv") and not n.startswith("__MACOSX/")]
-        if len(csvs) > 1:
-            raise InputError(f"{uri} holds {len(csvs)} CSV files ({', '.join(csvs[:3])}...): keep one, or none")
-        if csvs:
-            names = _named_members(zf, csvs[0], columns, limits, uri)
+        infos = {i.filename: i for i in zf.infolist() if not i.is_dir() and not _resource_fork(i.filename)}
+        csv = _inner_csv(infos, uri)
+        if csv is not None:
+            names = _named_members(zf, csv, columns, limits, uri)
         else:
             suffixes = tuple(f".{e.lower().lstrip('.')}" for e in extensions)
             names = [n for n in infos if n.lower().endswith(suffixes)]
@@ -116,10 +114,10 @@ def read_csv(uri: str, limits: ReadLimits, max_members: int | None = None) -> tu
     """(member name, rows as strings) of the one CSV inside an archive."""
     archive = archive_uri(uri)
     with _open(archive, limits, max_members) as zf:
-        csvs = [i.filename for i in zf.infolist() if i.filename.lower().endswith(".csv")]
-        if len(csvs) != 1:
-            raise InputError(f"{uri} holds {len(csvs)} CSV files; a labels source needs exactly one")
-        return csvs[0], _csv_frame(zf, csvs[0], limits)
+        csv = _inner_csv({i.filename: i for i in zf.infolist() if not _resource_fork(i.filename)}, uri)
+        if csv is None:
+            raise InputError(f"{uri} holds no CSV file: a labels source in a zip is the CSV inside it")
+        return csv, _csv_frame(zf, csv, limits)
 
 
 def resolve_member(cell: str, folder: str) -> str:
@@ -159,6 +157,19 @@ def _named_members(zf: zipfile.ZipFile, csv: str, columns: Sequence[str], limits
     folder = posixpath.dirname(csv)
     cells = [c for column in columns for c in frame[column].dropna() if str(c).strip()]
     return list(dict.fromkeys(resolve_member(str(c), folder) for c in cells))
+
+
+def _inner_csv(infos: dict[str, zipfile.ZipInfo], uri: str) -> str | None:
+    """The archive's one CSV file, None without one; two are an error (which would name the images?)."""
+    csvs = [n for n, i in infos.items() if n.lower().endswith(".csv") and not i.is_dir()]
+    if len(csvs) > 1:
+        raise InputError(f"{uri} holds {len(csvs)} CSV files ({', '.join(csvs[:3])}): keep one, or none")
+    return csvs[0] if csvs else None
+
+
+def _resource_fork(member: str) -> bool:
+    """macOS's AppleDouble copies (`__MACOSX/`, `._x.jpg`): metadata named like the images, not images."""
+    return member.startswith("__MACOSX/") or posixpath.basename(member).startswith("._")
 
 
 def _csv_frame(zf: zipfile.ZipFile, csv: str, limits: ReadLimits) -> pd.DataFrame:

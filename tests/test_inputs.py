@@ -201,7 +201,8 @@ def test_zip_archives_class_folders_csv_inside_and_bombs(spark, images, tmp_path
         "../evil.jpg": photos["cats/chelsea.jpg"],
         "/etc/abs.jpg": photos["cats/chelsea.jpg"],
     }
-    archive = _zip(tmp_path / "photos.zip", photos | hostile)
+    fork = {"__MACOSX/cats/._chelsea.jpg": b"\0\5\x16\7 AppleDouble"}  # macOS metadata, not an image
+    archive = _zip(tmp_path / "photos.zip", photos | hostile | fork)
     _declare_size(archive, "liar.png", 100)
     table = tmp_path / "emb"
     cap = "read.max_image_bytes=1000000"
@@ -210,6 +211,7 @@ def test_zip_archives_class_folders_csv_inside_and_bombs(spark, images, tmp_path
     rows = _rows(table)
     key = f"::file:{archive}"
     assert first.input_kind == "zip" and len(first.input_version or "") == 16
+    assert first.listed == len(rows) == len(photos) + len(hostile)
     for name, data in photos.items():
         _assert_embeds(rows[f"zip://{name}{key}"], data)
     assert rows[f"zip://bomb.png{key}"]["status"] == "too_large"
