@@ -266,7 +266,8 @@ def duplicate_pairs(rows: DataFrame, units: DataFrame, cfg: Any, distance: int) 
     exact = nearcopy.exact_pairs(rows, "path").withColumn("distance", F.lit(0)).cache()
     near = nearcopy.near_pairs(rows, "path", distance).join(exact, key, "left_anti").cache()
     cosine = near_duplicates(units, nd.threshold, nd.bits, nd.tables, cfg.seed)
-    found = {"exact_copies": exact, "near_copies": near, "lookalikes": cosine.join(near.select(*key), key, "left_anti")}
+    copies = exact.select(*key).union(near.select(*key))
+    found = {"exact_copies": exact, "near_copies": near, "lookalikes": cosine.join(copies, key, "left_anti")}
     try:
         return {kind: _summarise(classify_pairs(found[kind], rows), kind, nd.show) for kind in PAIR_KINDS}
     finally:

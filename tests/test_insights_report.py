@@ -26,10 +26,42 @@ SHOTS = os.environ.get("IMGFEAT_SCREENSHOTS")
 
 #: The `Insights` the module's report was rendered from.
 _DATA: list = []
+#: Copies planted beside the shared set's photos: (original, copy kind), and one byte-identical copy.
+PLANTED = [("brick/brick_0002.jpg", k) for k in ("resized", "reencoded", "brighter")] + [
+    ("gravel/gravel_0005.jpg", k) for k in ("resized", "darker")
+]
+SAME_BYTES = ("grass/grass_0007.jpg", "grass/grass_0007_bytes.jpg")
+#: Rows of the report's table: the shared set and the planted copies.
+IMAGES = len(CLASSES) * PER_CLASS + len(PLANTED) + 1
 
 
 @pytest.fixture(scope="module")
-def report(spark, trainset, tmp_path_factory):
+def planted_table(spark, trainset, tmp_path_factory) -> tuple[str, Path]:
+    """The shared set's photos plus planted copies, featurized into a table of one version (0, the
+    version the shared model trained on), so `imgfeat insights --table` reads them as its rows."""
+    import shutil
+
+    from PIL import Image
+
+    from imgfeat.config import FeaturizeConfig
+    from imgfeat.dev.copies import planted_copy
+    from imgfeat.runs import featurize_run
+
+    root = tmp_path_factory.mktemp("planted")
+    photos = root / "photos"
+    shutil.copytree(trainset.photos, photos)
+    for original, kind in PLANTED:
+        path = photos / original
+        planted_copy(Image.open(path).convert("RGB"), kind).save(path.with_name(f"{path.stem}_{kind}.jpg"), quality=90)
+    shutil.copy(photos / SAME_BYTES[0], photos / SAME_BYTES[1])
+    table = str(root / "embeddings")
+    cfg = load_config(FeaturizeConfig, overrides=["tracking.enabled=false"], input=str(photos), table=table)
+    assert featurize_run(cfg, spark).version == trainset.featurized.version == 0
+    return table, photos
+
+
+@pytest.fixture(scope="module")
+def report(spark, trainset, planted_table, tmp_path_factory):
     from imgfeat import report as rendering
 
     out = tmp_path_factory.mktemp("insights")
@@ -37,6 +69,7 @@ def report(spark, trainset, tmp_path_factory):
         InsightsConfig,
         overrides=[f"tracking.uri={trainset.tracking_uri}", "projection=pca"],
         model=f"models:/{MODEL_NAME}/1",
+        table=planted_table[0],
         output=str(out),
     )
     write = rendering.write
@@ -100,6 +133,33 @@ def test_maps_are_refused_when_the_torch_network_does_not_give_the_graphs_embedd
     assert note is None and 0 < len(maps) <= 2 * len(CLASSES)
 
 
+def test_the_report_lists_each_planted_copy_apart_from_look_alikes_and_no_distinct_photo(report, planted_table):
+    """Each planted copy is a near-copy of its original (and of the other copies of it), the
+    byte-identical copy an exact copy, no distinct photo is either, and none straddles test."""
+    import itertools
+
+    from imgfeat.dev.samples import spark_path
+
+    (data,) = _DATA
+    photos = planted_table[1]
+    groups: dict[str, set[str]] = {}
+    for original, kind in PLANTED:
+        path = photos / original
+        groups.setdefault(spark_path(path), {spark_path(path)}).add(spark_path(path.with_name(f"{path.stem}_{kind}.jpg")))
+    expected = {tuple(sorted(p)) for g in groups.values() for p in itertools.combinations(g, 2)}
+    near, exact = data.pairs["near_copies"], data.pairs["exact_copies"]
+    assert near.count == len(expected) == report.metrics["near_copy_pairs"]
+    assert set(zip(near.shown.path_a, near.shown.path_b, strict=True)) == expected
+    same = tuple(sorted(spark_path(photos / p) for p in SAME_BYTES))
+    assert exact.count == 1 and list(zip(exact.shown.path_a, exact.shown.path_b, strict=True)) == [same]
+    for kind in (near, exact):  # the split kept each group together
+        assert (kind.shown.split_a == kind.shown.split_b).all() and kind.leaking == 0
+    lookalikes = data.pairs["lookalikes"].shown
+    assert not set(zip(lookalikes.path_a, lookalikes.path_b, strict=True)) & (expected | {same})
+    html = Path(report.report).read_text()
+    assert all(f"<h3 id='{kind}'>" in html for kind in ("exact-copies", "near-copies", "lookalikes"))
+
+
 def test_the_run_is_tracked_with_lineage_and_the_report_as_artifact(report, trainset):
     client = MlflowClient(trainset.tracking_uri)
     run = client.get_run(report.run_id)
@@ -108,9 +168,9 @@ def test_the_run_is_tracked_with_lineage_and_the_report_as_artifact(report, trai
     assert tags["imgfeat.train_run_id"] == trainset.trained.run_id
     assert tags["imgfeat.embeddings_version"] == str(trainset.featurized.version)
     assert [a.path for a in client.list_artifacts(report.run_id)] == ["report.html"]
-    assert run.data.metrics["sampled"] == len(CLASSES) * PER_CLASS  # the whole table: fewer than 2000
+    assert run.data.metrics["sampled"] == IMAGES  # the whole table: fewer than 2000
     assert "near_duplicates" in run.data.metrics and "novel" in run.data.metrics
-    assert report.counts == {"ok": len(CLASSES) * PER_CLASS}
+    assert report.counts == {"ok": IMAGES}
 
 
 def test_the_report_reads_in_a_real_browser(report, browser, tmp_path):
@@ -122,7 +182,7 @@ def test_the_report_reads_in_a_real_browser(report, browser, tmp_path):
     points = browser.execute_script(
         "return Bokeh.documents[0].get_model_by_name('projection_points').data_source.data.x.length"
     )
-    assert points == report.sampled == len(CLASSES) * PER_CLASS
+    assert points == report.sampled == IMAGES
     broken = browser.execute_script(
         "return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt)"
     )
