@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from imgfeat import delta, rehash
 from imgfeat.config import FeaturizeConfig
+from imgfeat.errors import InputError
 from imgfeat.session import get_spark
 
 
@@ -43,6 +44,8 @@ def rehash_run(cfg: FeaturizeConfig, spark: SparkSession | None = None) -> Rehas
     """Hash every ok row of `cfg.table` that lacks a `phash` from its file, in one commit (a
     rerun finds nothing left to do; a crash leaves no version). `cfg.read.max_pixels` applies."""
     started = time.monotonic()
+    if not delta.may_exist(cfg.table):
+        raise InputError(f"no embeddings table at {cfg.table}: nothing to rehash")
     delta.check_writable(cfg.table)
     spark = spark or get_spark(cfg.spark)
     rows = rehash.unhashed(spark, cfg.table).cache()
