@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/commit.py, as 
 
 from commit import DIM, base_table, label, time_commit  # noqa: E402
 
+STAGES = ("listing", "anti-join", "commit", "table read via driver", "near-duplicates", "train")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,8 +49,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=100, help="XGBoost rounds per fold fit")
     parser.add_argument("--out", type=Path, default=Path("bench/out/commit"))
     parser.add_argument("--driver-memory", default="8g")
+    parser.add_argument("--skip", default="", help=f"comma-separated stages to leave out: {', '.join(STAGES)}")
     args = parser.parse_args()
     rows = 10_000_000 if args.ten_million else args.rows
+    skip = {s for s in args.skip.split(",") if s}
+    if skip - set(STAGES):
+        parser.error(f"unknown stage(s) {sorted(skip - set(STAGES))}; known: {', '.join(STAGES)}")
 
     from imgfeat.config import FeaturizerConfig, SparkConfig
     from imgfeat.featurizers.resolve import resolve_spec
@@ -59,18 +65,35 @@ def main() -> int:
     say("load average at start", _load())
     cached = (out / f"base-{rows}" / "_delta_log").is_dir()
     path, seconds = timed(lambda: base_table(out, rows, fingerprint))
-    say("table", f"{rows:,} rows x {DIM} float32, {_files(path)} data files, {_size(path) / 2**30:.1f} GiB "
-        f"({'cached' if cached else f'built in {seconds:.0f} s'})")
-    spark = get_spark(SparkConfig(master="local[2]", app_name="imgfeat-bench-scale", conf={
-        "spark.driver.memory": args.driver_memory, "spark.sql.shuffle.partitions": "16",
-    }))
+    say(
+        "table",
+        f"{rows:,} rows x {DIM} float32, {_files(path)} data files, {_size(path) / 2**30:.1f} GiB "
+        f"({'cached' if cached else f'built in {seconds:.0f} s'})",
+    )
+    spark = get_spark(
+        SparkConfig(
+            master="local[2]",
+            app_name="imgfeat-bench-scale",
+            conf={
+                "spark.driver.memory": args.driver_memory,
+                "spark.sql.shuffle.partitions": "16",
+            },
+        )
+    )
     spark.range(1).count()
-    measure("listing", lambda: listing(spark, out, rows))
-    measure("anti-join", lambda: anti_join(spark, path, rows, fingerprint))
-    measure("commit", lambda: commit(path, out / "work", rows, fingerprint))
-    measure("table read via driver", lambda: driver_read(spark, path, rows))
-    measure("near-duplicates", lambda: near_duplicates(spark, path))
-    measure("train", lambda: train_folds(spark, path, args.sample, args.folds, args.rounds, out))
+    folder, seconds = timed(lambda: files_folder(out, rows + rows // 100))
+    say("files", f"{rows + rows // 100:,} one-byte .jpg files in {folder} (ready in {seconds:.0f} s)")
+    stages: dict[str, Callable[[], str]] = {
+        "listing": lambda: listing(spark, folder, rows + rows // 100),
+        "anti-join": lambda: anti_join(spark, path, rows, fingerprint),
+        "commit": lambda: commit(path, out / "work", rows, fingerprint),
+        "table read via driver": lambda: driver_read(spark, path, rows),
+        "near-duplicates": lambda: near_duplicates(spark, path),
+        "train": lambda: train_folds(spark, path, args.sample, args.folds, args.rounds, out),
+    }
+    for name, stage in stages.items():
+        if name not in skip:
+            measure(name, stage)
     say("load average at end", _load())
     return 0
 
@@ -82,12 +105,11 @@ def commit(table: Path, work: Path, rows: int, fingerprint: str) -> str:
     return f"1 % = {rows // 100:,} new rows, one version"
 
 
-def listing(spark: Any, out: Path, rows: int) -> str:
+def listing(spark: Any, folder: Path, files: int) -> str:
     from imgfeat import sources
 
-    folder = files_folder(out, rows + rows // 100)
     with sources.list_images(spark, str(folder), ["jpg"]) as found:
-        assert found.count == rows + rows // 100, found.count
+        assert found.count == files, found.count
         return f"{found.count:,} files"
 
 
@@ -162,8 +184,13 @@ def train_folds(spark: Any, table: Path, sample: int, folds: int, rounds: int, o
     cfg = load_config(
         TrainConfig,
         None,
-        [f"labels.source={labels}", "labels.label=y", f"split.folds={folds}", f"xgboost={{n_estimators: {rounds}}}",
-         "featurizers=[{name: efficientnet_lite0, weights: random}]"],
+        [
+            f"labels.source={labels}",
+            "labels.label=y",
+            f"split.folds={folds}",
+            f"xgboost={{n_estimators: {rounds}}}",
+            "featurizers=[{name: efficientnet_lite0, weights: random}]",
+        ],
         table=str(table),
     )
     only = spark.createDataFrame([(p,) for p in paths.to_pylist()], "path string")
