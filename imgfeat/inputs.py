@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from imgfeat import archive, sources
 from imgfeat.errors import InputError
-from imgfeat.readers import DEFAULT_LIMITS, ReadLimits, local_path
+from imgfeat.readers import DEFAULT_LIMITS, ReadLimits, filesystem, local_path
 from imgfeat.sources import LISTING_COLUMNS, Listing, stat_rows
 
 #: Input kinds; the table kinds are those `labels.source` reads.
@@ -189,9 +189,7 @@ def _has_delta_log(uri: str) -> bool:
     if "*" in uri or "?" in uri:
         return False
     try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(uri.rstrip("/") + "/_delta_log")
+        fs, path = filesystem(uri.rstrip("/") + "/_delta_log", DEFAULT_LIMITS)
         return bool(fs.isdir(path))
     except (OSError, ValueError, ImportError):
         return False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -36,6 +37,7 @@ from imgfeat.readers import local_path as local_path  # where callers have alway
 
 #: Columns of a listing frame (named as in the embeddings table).
 LISTING_COLUMNS = ("path", "modification_time", "length")
+_STAT_THREADS = 16  # paths a listing task states at once (HEAD requests, for URLs)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ def _stat_uris(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 def stat_rows(paths: list[str], limits: ReadLimits = DEFAULT_LIMITS) -> pd.DataFrame:
     """Listing rows (path, modification_time, length) of `paths`, each stated now
     (one that cannot be: a null time and length 0, so its read makes the row)."""
-    stats = [stat(p, limits) for p in paths]
+    with ThreadPoolExecutor(max_workers=max(1, min(_STAT_THREADS, len(paths)))) as pool:
+        stats = list(pool.map(lambda p: stat(p, limits), paths))  # remote ones wait on the network
     return pd.DataFrame(
         {
             "path": paths,
