@@ -151,18 +151,10 @@ class ReadConfig(Section):
     files_per_partition: int = Field(
         256, ge=1, description="Listing rows per Spark task (more tasks = better balance)."
     )
-    max_image_bytes: int = Field(
-        256 * 1024 * 1024,
-        ge=1024,
-        description="Most bytes one image (file, URL, zip member) may have; more is a row with status too_large.",
-    )
-    timeout_s: float = Field(
-        30.0, gt=0, description="Seconds one remote request (http(s), s3) may take; slower fails the attempt."
-    )
-    retries: int = Field(2, ge=0, le=10, description="Retries of a failed remote read; then a read_error row.")
-    max_archive_members: int = Field(
-        100_000, ge=1, description="A zip input declaring more members is refused whole (before it is parsed)."
-    )
+    max_image_bytes: int = Field(2**28, ge=1024, description="Most bytes one image (file, URL, zip member) may have.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds one remote request (http(s), s3) may take.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a remote read after a timeout or dropped connection.")
+    max_archive_members: int = Field(100_000, ge=1, description="A zip declaring more members is refused whole.")
 
 
 class FeaturizeConfig(Section):
@@ -174,15 +166,10 @@ class FeaturizeConfig(Section):
         "or a .zip archive; required.",
     )
     input_format: Literal["auto", "images", "csv", "parquet", "delta", "zip"] = Field(
-        "auto",
-        description="auto: zip for .zip, csv for .csv, parquet for .parquet/.pq, delta if a _delta_log is there, "
-        "else a folder of images.",
+        "auto", description="auto: by extension (.zip, .csv, .parquet), delta with a _delta_log, else images."
     )
     image_columns: tuple[str, ...] = Field(
-        ("path",),
-        min_length=1,
-        description="Columns of a table input (or of the CSV inside a zip) naming images: paths relative to the "
-        "table's folder, absolute paths or URLs.",
+        ("path",), min_length=1, description="Columns of a table input (or a zip's CSV) naming images: docs/inputs.md."
     )
     table: str = Field(
         "warehouse/embeddings", description="Delta table of embeddings (local path, s3://, abfss://, dbfs:/ ...)."
@@ -196,12 +183,8 @@ class FeaturizeConfig(Section):
 class SourceConfig(Section):
     """A table of per-image columns keyed by `path` (labels, tabular features)."""
 
-    source: str | None = Field(
-        None, description="CSV, Parquet or Delta path/URI (or a .zip holding one CSV) with a `path_column` column."
-    )
-    path_column: str = Field(
-        "path", description="Column naming each row's image, resolved as featurize resolves a table input's."
-    )
+    source: str | None = Field(None, description="CSV, Parquet or Delta path/URI (or a zip's CSV) naming images.")
+    path_column: str = Field("path", description="Column naming each row's image (resolved as featurize does).")
     format: Literal["auto", "csv", "parquet", "delta"] = Field(
         "auto", description="auto: Delta if a _delta_log is there, else by extension (.csv, else Parquet)."
     )
