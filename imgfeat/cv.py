@@ -86,6 +86,14 @@ def _position(seed: int) -> Column:
     return F.pmod((end - F.col("_n") / 2) / total + turn, F.lit(1.0))
 
 
+def held_out_before(split: SplitConfig) -> Column:
+    """True for the images split version 1 held out as test (a hash of `split.seed` and each
+    image's bytes): a model trained on that split never saw them, so promotion compares such
+    a model with a new one on the test images both held out."""
+    unit = F.pmod(F.xxhash64(F.lit(split.seed), F.col("content_sha256")), F.lit(1_000_000)) / 1_000_000
+    return unit < split.test
+
+
 def grouped_images(rows: DataFrame) -> int:
     """Images of `with_split`'s rows that share their group with another image."""
     sizes = rows.groupBy(GROUP).count().where(F.col("count") > 1)

@@ -256,11 +256,17 @@ def xgboost_cv(
 
 
 def evaluate_on_test_split(
-    spark: SparkSession, cfg: TrainConfig, version: int, features: FeatureSpec, booster: Any
+    spark: SparkSession,
+    cfg: TrainConfig,
+    version: int,
+    features: FeatureSpec,
+    booster: Any,
+    held_out_before: bool = False,
 ) -> tuple[dict[str, float], int]:
     """Held-out metrics (and row count) of a trained model, given as its `FeatureSpec`
     and booster (e.g. a registered champion), on the test split `cfg` draws from
     `cfg.table` at `version`: how an older model does on a new model's test rows.
+    `held_out_before`: only the test rows split version 1 held out too (`cv.held_out_before`).
 
     Raises `InputError` when the model cannot be scored there (its featurizers
     have no rows in the table, or it needs columns `cfg.labels` does not give).
@@ -269,6 +275,8 @@ def evaluate_on_test_split(
     if missing:
         raise InputError(f"the model needs column(s) {', '.join(missing)} that labels does not provide")
     test = read_labeled(spark, cfg, features=features, version=version).rows.where(F.col(_SPLIT) == "test")
+    if held_out_before:
+        test = test.where(cv.held_out_before(cfg.split))
     data = with_features(test, features, embedding_columns(len(features.featurizers)))
     frame: pd.DataFrame = data.select(_LABEL, FEATURES).toPandas()
     if frame.empty:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import mlflow
@@ -249,14 +250,24 @@ def test_the_alias_moves_only_to_a_version_that_beats_it_on_the_same_test_split(
     client = MlflowClient(trainset.tracking_uri, registry_uri=trainset.tracking_uri)
     client.set_registered_model_alias(name, ALIAS, "1")
     line = _promote(cfg.model_copy(update={"alias": ALIAS}), spark, weak)
-    # Version 1, scored again on version 2's test split (the same rows), scores what its run logged.
-    assert line == (
-        f"alias {ALIAS} stays on version 1: version 2 does not beat it: test_accuracy {worse:.4f} vs "
-        f"{best:.4f} on the same test split ({good.result.counts['test']} images of {trainset.table} version 0)"
+    # Version 1's run logged no split_version (as runs before split version 2): both are scored
+    # on the test images split version 1 held out too, a part of version 2's test split.
+    found = re.fullmatch(
+        rf"alias {ALIAS} stays on version 1: version 2 does not beat it: test_accuracy (\S+) vs (\S+) on the "
+        rf"test images both held out \(version 1 was trained on split version 1\) \((\d+) images of "
+        rf"{re.escape(trainset.table)} version 0\)",
+        line,
     )
+    assert found, line
+    weak_there, good_there, n = float(found[1]), float(found[2]), int(found[3])
+    assert 0 < n < good.result.counts["test"] and weak_there < good_there
     assert client.get_registered_model(name).aliases == {ALIAS: 1} and weak.alias is None
 
     client.set_registered_model_alias(name, ALIAS, "2")
     line = _promote(cfg.model_copy(update={"alias": ALIAS}), spark, good)
-    assert line.startswith(f"alias {ALIAS} moved from version 2 to version 1: test_accuracy {best:.4f} vs {worse:.4f}")
+    # Version 2 (train_run: split version 2), scored again on the same test split, scores what its run logged.
+    assert line == (
+        f"alias {ALIAS} moved from version 2 to version 1: test_accuracy {best:.4f} vs {worse:.4f} on the same "
+        f"test split ({good.result.counts['test']} images of {trainset.table} version 0)"
+    )
     assert client.get_registered_model(name).aliases == {ALIAS: 1} and good.alias == ALIAS
