@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,3 +45,11 @@ def photos(tmp_path_factory) -> Path:
     from tests.photos import write_photos
 
     return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture
+def inputs(photos: Path, tmp_path: Path) -> Path:
+    """A writable copy of `photos` in the test's own folder (tests add, change or remove files)."""
+    dest = tmp_path / "in"
+    shutil.copytree(photos, dest)
+    return dest

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from deltalake import DeltaTable
 from PIL import Image
 
@@ -29,13 +28,6 @@ def _cfg(input_dir: Path, table: Path, **sets: object) -> FeaturizeConfig:
 
 def _rows(table: Path) -> list[dict]:
     return DeltaTable(str(table)).to_pyarrow_table().to_pylist()
-
-
-@pytest.fixture
-def inputs(photos: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "in"
-    shutil.copytree(photos, dest)
-    return dest
 
 
 def test_one_row_per_file_schema_and_reference_embeddings(spark, inputs, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import shutil
 import struct
 import threading
 import time
@@ -62,36 +61,29 @@ def _assert_embeds(row: dict, data: bytes) -> None:
     np.testing.assert_allclose(np.asarray(row["embedding"], np.float32), _reference(data), atol=1e-5, rtol=0)
 
 
-@pytest.fixture
-def images(photos: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "images"
-    shutil.copytree(photos, dest)
-    return dest
-
-
-def test_csv_of_relative_paths_and_parquet_table(spark, images, tmp_path):
-    names = sorted(p.name for p in images.iterdir())
-    with open(images / "records.csv", "w", newline="") as f:  # beside the images, naming them relatively
+def test_csv_of_relative_paths_and_parquet_table(spark, inputs, tmp_path):
+    names = sorted(p.name for p in inputs.iterdir())
+    with open(inputs / "records.csv", "w", newline="") as f:  # beside the images, naming them relatively
         writer = csv.writer(f)
         writer.writerow(["front", "back", "label"])
         for i, name in enumerate(names):  # every image in front; back repeats some, and is sometimes empty
             writer.writerow([name if i % 2 else f"./{name}", names[0] if i % 3 else "", f"kind{i % 2}"])
     table = tmp_path / "emb"
 
-    first = _featurize(spark, images / "records.csv", table, "image_columns=[front,back]")
+    first = _featurize(spark, inputs / "records.csv", table, "image_columns=[front,back]")
     rows = _rows(table)
     assert first.listed == len(names) and first.counts == {"ok": len(names)} and first.input_kind == "csv"
-    assert sorted(rows) == [f"file:{images / n}" for n in names]  # the keys a folder listing gives
+    assert sorted(rows) == [f"file:{inputs / n}" for n in names]  # the keys a folder listing gives
     for name in names:
-        _assert_embeds(rows[f"file:{images / name}"], (images / name).read_bytes())
+        _assert_embeds(rows[f"file:{inputs / name}"], (inputs / name).read_bytes())
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracked = ("image_columns=[front,back]", "tracking.enabled=true", f"tracking.uri={store}")
-    again = _featurize(spark, images / "records.csv", table, *tracked)
-    folder = _featurize(spark, images, table)  # the same images as a folder: the same keys, nothing new
+    again = _featurize(spark, inputs / "records.csv", table, *tracked)
+    folder = _featurize(spark, inputs, table)  # the same images as a folder: the same keys, nothing new
     assert (again.featurized, again.committed, folder.featurized, folder.committed) == (0, False, 0, False)
     # The run names its input table and the hash of its bytes as an MLflow dataset (lineage).
-    digest = hashlib.sha256((images / "records.csv").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256((inputs / "records.csv").read_bytes()).hexdigest()[:16]
     logged = MlflowClient(store).get_run(again.run_id).inputs.dataset_inputs
     contexts = [{t.key: t.value for t in d.tags}.get("mlflow.data.context") for d in logged]
     found = [(d.dataset.name, d.dataset.digest, c) for d, c in zip(logged, contexts, strict=True)]
@@ -99,20 +91,20 @@ def test_csv_of_relative_paths_and_parquet_table(spark, images, tmp_path):
 
     # Labels from the input table itself (item 4): the same resolution, so every image joins its row.
     frame = read_table(spark, str(table))
-    labels = LabelsConfig(source=str(images / "records.csv"), path_column="front", label="label")
+    labels = LabelsConfig(source=str(inputs / "records.csv"), path_column="front", label="label")
     labeled = {r["path"]: r["label"] for r in dataset.with_labels(spark, frame, labels).collect()}
-    assert labeled == {f"file:{images / n}": f"kind{i % 2}" for i, n in enumerate(names)}
+    assert labeled == {f"file:{inputs / n}": f"kind{i % 2}" for i, n in enumerate(names)}
 
     # A Parquet table elsewhere with absolute paths: known images are skipped, a missing one is a row.
     (tmp_path / "tables").mkdir()
-    missing = images / "gone.jpg"
-    pd.DataFrame({"path": [str(images / names[0]), str(missing), None]}).to_parquet(tmp_path / "tables" / "t.parquet")
+    missing = inputs / "gone.jpg"
+    pd.DataFrame({"path": [str(inputs / names[0]), str(missing), None]}).to_parquet(tmp_path / "tables" / "t.parquet")
     parquet = _featurize(spark, tmp_path / "tables" / "t.parquet", table)
     assert (parquet.listed, parquet.counts) == (2, {"read_error": 1})
     assert "No such file" in _rows(table)[f"file:{missing}"]["error"]
 
     # A Delta table of listings naming the images by absolute path: known, so nothing new.
-    write_deltalake(str(tmp_path / "listings"), pd.DataFrame({"image_url": [str(images / n) for n in names]}))
+    write_deltalake(str(tmp_path / "listings"), pd.DataFrame({"image_url": [str(inputs / n) for n in names]}))
     listings = _featurize(spark, tmp_path / "listings", table, "image_columns=[image_url]")
     assert (listings.input_kind, listings.input_version, listings.listed, listings.featurized) == ("delta", "0", len(names), 0)
 
@@ -139,15 +131,15 @@ class _Photos(SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def served(images: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Photos, directory=str(images)))
+def served(inputs: Path) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Photos, directory=str(inputs)))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
 
-def test_csv_of_loopback_urls_with_a_404_and_a_hang(spark, images, served, tmp_path):
+def test_csv_of_loopback_urls_with_a_404_and_a_hang(spark, inputs, served, tmp_path):
     names = ["chelsea.jpg", "coffee.jpg", "chelsea.png"]
     urls = [f"{served}/{n}" for n in names] + [f"{served}/missing.jpg", f"{served}/hang.jpg"]
     pd.DataFrame({"image_url": urls + urls[:1]}).to_csv(tmp_path / "urls.csv", index=False)  # one URL twice
@@ -158,8 +150,8 @@ def test_csv_of_loopback_urls_with_a_404_and_a_hang(spark, images, served, tmp_p
     rows = _rows(table)
     assert first.listed == 5 and first.counts == {"ok": 3, "read_error": 2}
     for name, url in zip(names, urls, strict=False):
-        _assert_embeds(rows[url], (images / name).read_bytes())
-        assert rows[url]["length"] == (images / name).stat().st_size and rows[url]["modification_time"] is not None
+        _assert_embeds(rows[url], (inputs / name).read_bytes())
+        assert rows[url]["length"] == (inputs / name).stat().st_size and rows[url]["modification_time"] is not None
     assert "FileNotFoundError" in rows[f"{served}/missing.jpg"]["error"]
     assert "Timeout" in rows[f"{served}/hang.jpg"]["error"]
 
@@ -185,16 +177,16 @@ def _declare_size(path: Path, member: str, size: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def _jpeg(images: Path, name: str, flip: bool = False) -> bytes:
-    with Image.open(images / name) as im:
+def _jpeg(inputs: Path, name: str, flip: bool = False) -> bytes:
+    with Image.open(inputs / name) as im:
         out = io.BytesIO()
         (im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flip else im).save(out, "JPEG", quality=90)
         return out.getvalue()
 
 
-def test_zip_archives_class_folders_csv_inside_and_bombs(spark, images, tmp_path):
-    photos = {f"cats/{n}": _jpeg(images, n) for n in ("chelsea.jpg", "coffee.jpg")}
-    photos |= {f"others/{n}": _jpeg(images, n) for n in ("rocket.jpg", "astronaut.jpg")}
+def test_zip_archives_class_folders_csv_inside_and_bombs(spark, inputs, tmp_path):
+    photos = {f"cats/{n}": _jpeg(inputs, n) for n in ("chelsea.jpg", "coffee.jpg")}
+    photos |= {f"others/{n}": _jpeg(inputs, n) for n in ("rocket.jpg", "astronaut.jpg")}
     hostile = {
         "bomb.png": b"\0" * 3_000_000,  # declares 3 MB, past the cap: never inflated
         "liar.png": b"\0" * 3_000_000,  # declares 100 bytes, inflates to 3 MB
@@ -225,7 +217,7 @@ def test_zip_archives_class_folders_csv_inside_and_bombs(spark, images, tmp_path
     }
 
     assert _featurize(spark, archive, table, cap).featurized == 0  # a rerun adds nothing
-    changed = {**photos, "cats/coffee.jpg": _jpeg(images, "coffee.jpg", flip=True)}
+    changed = {**photos, "cats/coffee.jpg": _jpeg(inputs, "coffee.jpg", flip=True)}
     _zip(archive, changed | {k: v for k, v in hostile.items() if k != "liar.png"})
     redo = _featurize(spark, archive, table, cap)
     assert redo.featurized == 1 and redo.counts == {"ok": 1}  # the changed member only; its row replaced
