@@ -100,7 +100,7 @@ def featurize_run(
     runtime = featurizer_runtime(cfg.featurizer, spec, cfg.spark, photos)
     with tracking.run(cfg.tracking, "featurize", {"table": cfg.table}, name=f"featurize {spec.name}") as tracked:
         spark = spark or get_spark(cfg.spark)
-        summary = _featurize(cfg, spec, runtime, spark, run_id or tracked)
+        summary = _featurize(cfg, kind, spec, runtime, spark, run_id or tracked)
         if tracked:
             _track_featurize(cfg, spark, summary)
     return summary
@@ -134,7 +134,12 @@ def _track_featurize(cfg: FeaturizeConfig, spark: SparkSession, summary: Featuri
 
 
 def _featurize(
-    cfg: FeaturizeConfig, spec: FeaturizerSpec, runtime: RuntimeChoice, spark: SparkSession, run_id: str | None
+    cfg: FeaturizeConfig,
+    kind: str,
+    spec: FeaturizerSpec,
+    runtime: RuntimeChoice,
+    spark: SparkSession,
+    run_id: str | None,
 ) -> FeaturizeSummary:
     run_id = run_id or uuid.uuid4().hex
     started = time.monotonic()
@@ -142,8 +147,8 @@ def _featurize(
         log.warning("imgfeat: removed the staging folder of run %s, which died before committing", dead)
 
     opts = featurize_options(cfg, spark, runtime)
-    kind, version = _input_version(cfg, spark)  # before the listing reads the input
-    with list_input(cfg, spark) as listing:
+    version = _input_version(cfg, kind, spark)  # before the listing reads the input
+    with list_input(cfg, kind, spark) as listing:
         summary = featurize_listed(cfg, spec, opts, spark, run_id, listing)
     summary.seconds = time.monotonic() - started
     summary.runtime, summary.runtime_note = runtime.runtime, runtime.note
@@ -151,11 +156,11 @@ def _featurize(
     return summary
 
 
-def list_input(cfg: FeaturizeConfig, spark: SparkSession) -> sources.Listing:
-    """`cfg.input`'s images as one listing frame, whatever the input: a folder (or glob, or
-    URI) of images, a table whose `image_columns` name images, or a zip archive."""
+def list_input(cfg: FeaturizeConfig, kind: str, spark: SparkSession) -> sources.Listing:
+    """`cfg.input`'s images as one listing frame, whatever the input (`kind`, from
+    `inputs.input_kind`): a folder (or glob, or URI) of images, a table whose
+    `image_columns` name images, or a zip archive."""
     uri = require_input(cfg.input)
-    kind = inputs.input_kind(uri, cfg.input_format)
     limits = read_limits(cfg.read)
     if kind == "images":
         return sources.list_images(spark, uri, cfg.read.extensions)
@@ -167,16 +172,15 @@ def list_input(cfg: FeaturizeConfig, spark: SparkSession) -> sources.Listing:
     return inputs.list_table(frame, uri, cfg.image_columns, limits, base)
 
 
-def _input_version(cfg: FeaturizeConfig, spark: SparkSession) -> tuple[str, str | None]:
-    """(kind, version) of the input, for lineage: a Delta table's version, a file's content
-    digest (`inputs.source_digest`); no version for a folder of images."""
+def _input_version(cfg: FeaturizeConfig, kind: str, spark: SparkSession) -> str | None:
+    """The input's version, for lineage: a Delta table's version, a file's content digest
+    (`inputs.source_digest`); none for a folder of images."""
     uri = require_input(cfg.input)
-    kind = inputs.input_kind(uri, cfg.input_format)
     if kind == "images":
-        return kind, None
+        return None
     if kind == "delta":
-        return kind, str(delta.table_version(spark, uri))
-    return kind, inputs.source_digest(uri, read_limits(cfg.read))
+        return str(delta.table_version(spark, uri))
+    return inputs.source_digest(uri, read_limits(cfg.read))
 
 
 def _track_input(cfg: FeaturizeConfig, summary: FeaturizeSummary) -> None:
